@@ -1,0 +1,81 @@
+"""Creating open_clip models: pretrained weights from tags or files, or explicitly random weights."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import open_clip
+import torch
+from torch import nn
+
+from .errors import WeightsUnavailableError
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+open_clip.add_model_config(CONFIG_DIR)  # our extra model configs (tiny test towers), as data
+
+DEFAULT_MODEL = "ViT-B-16"
+DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
+
+
+def hf_cache_dir() -> Path:
+    """Where open_clip (through huggingface_hub) keeps downloaded weights."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def fetch_command(model_name: str, pretrained: str) -> str:
+    return (
+        f"python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{pretrained}')\""
+    )
+
+
+def resolve_pretrained_file(model_name: str, pretrained: str, cache_dir: Optional[str] = None) -> str:
+    """Local path of the weights for a tag or a file; WeightsUnavailableError says how to get them."""
+    if os.path.sep in pretrained or Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
+        if not Path(pretrained).is_file():
+            raise WeightsUnavailableError(
+                f"CLIP weights file {pretrained!r} for {model_name} does not exist; pass an existing file "
+                f"or an open_clip tag such as {DEFAULT_PRETRAINED!r}"
+            )
+        return pretrained
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        raise ValueError(f"{pretrained!r} is not an open_clip pretrained tag of {model_name}; known tags: {tags}")
+    config = open_clip.get_pretrained_cfg(model_name, pretrained)
+    try:
+        return open_clip.download_pretrained(config, cache_dir=cache_dir)
+    except Exception as error:  # huggingface_hub and urllib raise many types for "offline"
+        cache = cache_dir or hf_cache_dir()
+        raise WeightsUnavailableError(
+            f"CLIP weights {model_name}/{pretrained} are not in the cache ({cache}) and cannot be downloaded "
+            f"from here ({type(error).__name__}). On a connected machine run:\n    "
+            f"{fetch_command(model_name, pretrained)}\n"
+            f"then copy its {hf_cache_dir()} folder to this machine (or pass pretrained=<path to the .bin file>)."
+        ) from error
+
+
+def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, device: str = "cpu") -> nn.Module:
+    """A frozen open_clip model in eval mode; ``pretrained`` is an open_clip tag or a local file path."""
+    weights = resolve_pretrained_file(model_name, pretrained)
+    model = open_clip.create_model(model_name, pretrained=weights, device=device)
+    return freeze(model)
+
+
+def random_clip(model_name: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0) -> nn.Module:
+    """The real architecture with random weights: for plumbing, tests and timing, never for results."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = open_clip.create_model(model_name, pretrained=None, device=device)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return freeze(model)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

@@ -1,0 +1,132 @@
+"""Class-name embeddings with prompt templates, encoded fast and cached.
+
+CLIP's text transformer is causal and pools the end-of-text token, so tokens after it never influence
+the result: each batch is cut to its longest real prompt instead of the full 77-token context.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .templates import TemplatesSpec, resolve_templates
+from .vocabulary import ClassPrompt, parse_prompts
+
+TEXT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An encoded prompt list: one row of ``text_embeddings`` per synonym, mapped to its class."""
+
+    classes: tuple[ClassPrompt, ...]
+    text_embeddings: torch.Tensor  # (S, E), L2-normalised, CPU float32
+    synonym_to_class: torch.Tensor  # (S,) int64
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+class PromptEncoder:
+    """Encodes class prompts with an open_clip model's text tower; one instance per model."""
+
+    def __init__(self, clip_model: nn.Module, tokenizer, templates: TemplatesSpec = "imagenet") -> None:
+        self.model = clip_model
+        self.tokenizer = tokenizer
+        self.templates_key, self.templates = resolve_templates(templates)
+        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self._tower = _CausalTextTower.from_model(clip_model)
+
+    def encode(self, prompts: Sequence[str], **limits: int) -> Vocabulary:
+        """Validate ``prompts`` and return their embeddings; known prompts cost a dict look-up."""
+        classes = parse_prompts(prompts, **limits)
+        texts = [s for c in classes for s in c.synonyms]
+        missing = list(dict.fromkeys(t for t in texts if (self.templates_key, t) not in self._cache))
+        if missing:
+            embeddings = self.embed_class_names(missing)
+            with self._lock:
+                for text, embedding in zip(missing, embeddings):
+                    self._cache[(self.templates_key, text)] = embedding
+        rows = torch.stack([self._cache[(self.templates_key, t)] for t in texts])
+        owners = torch.tensor([i for i, c in enumerate(classes) for _ in c.synonyms], dtype=torch.long)
+        return Vocabulary(classes=classes, text_embeddings=rows, synonym_to_class=owners)
+
+    @torch.no_grad()
+    def embed_class_names(self, names: Sequence[str]) -> torch.Tensor:
+        """(N, E): per name, the normalised mean of its normalised template embeddings."""
+        strings = [template(name) for name in names for template in self.templates]
+        tokens = self.tokenizer(strings)
+        features = F.normalize(self.encode_tokens(tokens).float(), dim=-1)
+        per_name = features.view(len(names), len(self.templates), -1).mean(dim=1)
+        return F.normalize(per_name, dim=-1).cpu()
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Same result as ``encode_text(tokens)``, cut to each batch's real length when that is exact."""
+        device = next(self.model.parameters()).device
+        tokens = tokens.to(device)
+        if self._tower is None:
+            return torch.cat([self.model.encode_text(chunk) for chunk in tokens.split(TEXT_BATCH)])
+        lengths = tokens.argmax(dim=-1) + 1
+        order = lengths.argsort()
+        out = torch.empty(len(tokens), self._tower.output_dim, device=device)
+        for index in order.split(TEXT_BATCH):
+            length = int(lengths[index].max())
+            out[index] = self._tower(tokens[index, :length]).float()
+        return out
+
+
+@dataclass
+class _CausalTextTower:
+    """The text-tower modules of an open_clip model whose pooling makes truncation exact."""
+
+    token_embedding: nn.Module
+    positional_embedding: torch.Tensor
+    transformer: nn.Module
+    ln_final: nn.Module
+    text_projection: object
+    attn_mask: torch.Tensor
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "_CausalTextTower | None":
+        tower = getattr(model, "text", model)
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+        mask = getattr(tower, "attn_mask", None)
+        exact = (
+            isinstance(model, open_clip.CLIP)
+            and pool == "argmax"
+            and mask is not None
+            and not getattr(tower, "use_pad_mask", False)
+            and getattr(tower, "cls_emb", None) is None
+        )
+        if not exact:
+            return None
+        return cls(tower.token_embedding, tower.positional_embedding, tower.transformer, tower.ln_final,
+                   tower.text_projection, mask)
+
+    @property
+    def output_dim(self) -> int:
+        projection = self.text_projection
+        if isinstance(projection, nn.Linear):
+            return projection.out_features
+        return int(projection.shape[1]) if projection is not None else int(self.positional_embedding.shape[1])
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = self.token_embedding(tokens).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection if self.text_projection is not None else x

@@ -1,0 +1,56 @@
+"""Prompt lists: parsing of synonyms and the validation every entry point shares.
+
+A prompt may name synonyms separated by ``|`` ("chair|seat"): one class, named by its first synonym,
+scored by the best-matching synonym.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+SYNONYM_SEPARATOR = "|"
+DEFAULT_MAX_PROMPTS = 256
+DEFAULT_MAX_PROMPT_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class ClassPrompt:
+    """One class of the vocabulary: its display name and the texts that describe it."""
+
+    name: str
+    synonyms: tuple[str, ...]
+
+
+def parse_prompt(prompt: str) -> ClassPrompt:
+    """Split ``"chair|seat"`` into a class named ``chair`` with two synonyms."""
+    synonyms = tuple(part.strip() for part in prompt.split(SYNONYM_SEPARATOR))
+    if not all(synonyms):
+        raise ValueError(f"prompt {prompt!r} is empty or has an empty synonym")
+    return ClassPrompt(name=synonyms[0], synonyms=synonyms)
+
+
+def parse_prompts(
+    prompts: Sequence[str],
+    *,
+    max_prompts: int = DEFAULT_MAX_PROMPTS,
+    max_length: int = DEFAULT_MAX_PROMPT_LENGTH,
+) -> tuple[ClassPrompt, ...]:
+    """Validate a whole prompt list; raise ValueError with the first problem found."""
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise ValueError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+    if not prompts:
+        raise ValueError("prompts must not be empty")
+    if len(prompts) > max_prompts:
+        raise ValueError(f"{len(prompts)} prompts exceed max_prompts={max_prompts}")
+    classes = []
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt {index} is a {type(prompt).__name__}, not a string")
+        if len(prompt) > max_length:
+            raise ValueError(f"prompt {index} is {len(prompt)} characters long (max {max_length})")
+        classes.append(parse_prompt(prompt))
+    names = [c.name.casefold() for c in classes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
+    return tuple(classes)
