@@ -1,0 +1,138 @@
+# Build glue for clip_dinoiser_ros outside a ROS workspace (a plain Python venv with the ROS 2
+# `ros-*` wheels from PyPI). Inside a ROS 2 workspace use `colcon build` instead (CMakeLists.txt).
+#
+#   make install   .venv + pinned dependencies + ROS interfaces + this package (idempotent)
+#   make test      install, then run the test suite against the INSTALLED package
+#   make demo      install, then run the photo-stream demo (make demo WEIGHTS=random)
+#   make clean     remove build/ and the stamps (not .venv)
+#
+# Order matters: the interfaces are built with CMake and installed into .venv first (they bring a
+# generated, empty clip_dinoiser_ros/__init__.py), then pip installs our sources over them, so our
+# __init__.py (pkgutil.extend_path) is the one in site-packages.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := install
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3.11
+VENV ?= .venv
+VENV_ABS := $(abspath $(VENV))
+VPY := $(VENV_ABS)/bin/python
+PIP := $(VPY) -m pip
+BUILD := build
+STAMPS := $(BUILD)/stamps
+CMAKE_BUILD := $(BUILD)/cmake
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+# Every dependency of the package is pinned in setup.py (install_requires + extras 'test'); these are
+# only the tools that build the venv itself, and the optional colcon tools (make colcon-tools).
+BOOTSTRAP_PINS := pip==26.3 setuptools==84.2.1
+COLCON_PINS := colcon-common-extensions==0.3.0
+# colcon gets a venv of its own: it pulls in pytest plugins (pytest-cov, -repeat, -rerunfailures)
+# that must not leak into the test environment.
+COLCON_VENV := $(abspath $(BUILD))/colcon-venv
+
+# Everything in the package (modules and data files), and the directories too, so that deleting or
+# renaming a module also triggers a reinstall.
+PY_SOURCES := $(shell find clip_dinoiser_ros -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+PY_DIRS := $(shell find clip_dinoiser_ros -type d -not -name __pycache__)
+INTERFACES := $(wildcard msg/*.msg srv/*.srv)
+SHARE_FILES := $(shell find launch config -type f 2>/dev/null)
+
+# --- DDS environment for every process that touches ROS (tests, demo, benchmarks) ---------------
+# Shared-memory transport only, with segments big enough for 640x480 frames; nothing leaves the
+# machine. ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST together with it delivers nothing: never pass it.
+export FASTDDS_BUILTIN_TRANSPORTS := SHM?sockets_size=33554432
+export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+unexport ROS_AUTOMATIC_DISCOVERY_RANGE ROS_LOCALHOST_ONLY
+# A DDS domain of its own per run (1..100), so concurrent runs do not see each other.
+# Override: make test ROS_DOMAIN_ID=42 (or export it).
+ifndef ROS_DOMAIN_ID
+ROS_DOMAIN_ID := $(shell echo $$(( RANDOM % 100 + 1 )))
+endif
+export ROS_DOMAIN_ID
+
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+WEIGHTS ?=
+ifeq ($(WEIGHTS),random)
+override DEMO_ARGS += --random-weights
+endif
+
+.PHONY: venv install install-unlocked test demo clean colcon-tools
+
+venv: $(STAMPS)/deps
+# Installs are serialised with a lock (several `make test` may run at once in one checkout).
+install:
+	@mkdir -p $(BUILD)
+	@flock $(BUILD)/.install.lock $(MAKE) --no-print-directory install-unlocked
+install-unlocked: $(STAMPS)/package
+
+# The venv: created once with Python 3.11 (the ROS wheels are cp311). pyvenv.cfg marks it (make
+# would follow bin/python's symlink to the interpreter's own, old, mtime).
+$(VENV_ABS)/pyvenv.cfg:
+	$(PYTHON) -m venv $(VENV_ABS)
+
+$(STAMPS)/bootstrap: $(VENV_ABS)/pyvenv.cfg
+	@mkdir -p $(STAMPS)
+	$(PIP) install $(BOOTSTRAP_PINS)
+	touch $@
+
+# All pinned dependencies, straight from setup.py (this also installs the package once; it is
+# reinstalled below, after the interfaces).
+$(STAMPS)/deps: setup.py $(STAMPS)/bootstrap
+	$(PIP) install --no-build-isolation ".[test]"
+	touch $@
+
+# The ROS interfaces (msg/, srv/), built with CMake into the venv. fix_ament_paths.py first points
+# the wheels' exported CMake files at this venv's Python and numpy include directories (they name
+# /opt/python/cp311-cp311/..., the wheels' build image). CMake's ament_python_install_package
+# leaves a clip_dinoiser_ros-*.egg-info, which pip cannot uninstall ("distutils installed
+# project") and which would shadow pip's own metadata: it is removed, pip owns the metadata.
+$(STAMPS)/interfaces: CMakeLists.txt package.xml setup.py $(INTERFACES) $(SHARE_FILES) \
+		.ci/fix_ament_paths.py $(STAMPS)/deps
+	$(VPY) .ci/fix_ament_paths.py $(VENV_ABS)
+	AMENT_PREFIX_PATH=$(VENV_ABS) CMAKE_PREFIX_PATH=$(VENV_ABS) \
+	  cmake -S . -B $(CMAKE_BUILD) -Wno-dev \
+	    -DCMAKE_BUILD_TYPE=Release \
+	    -DCMAKE_INSTALL_PREFIX=$(VENV_ABS) \
+	    -DPython3_EXECUTABLE=$(VPY) \
+	    -DBUILD_TESTING=OFF \
+	    -DCLIP_DINOISER_INSTALL_PYTHON_SOURCES=OFF
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL cmake --build $(CMAKE_BUILD) -j $(JOBS)
+	cmake --install $(CMAKE_BUILD) > $(CMAKE_BUILD)/install.log || { cat $(CMAKE_BUILD)/install.log; exit 1; }
+	rm -rf $(VENV_ABS)/lib/python3.11/site-packages/clip_dinoiser_ros-*.egg-info
+	touch $@
+
+# Our Python package, NOT editable, after the interfaces. setuptools' build/lib cache is dropped so
+# a deleted module cannot survive into the wheel. The last line checks the result from outside the
+# source tree: the generated modules import, and our __init__.py is the installed one.
+$(STAMPS)/package: setup.py $(PY_SOURCES) $(PY_DIRS) $(STAMPS)/interfaces
+	rm -rf $(BUILD)/lib $(BUILD)/bdist.*
+	$(PIP) install --no-deps --no-build-isolation --force-reinstall --quiet .
+	cd / && $(VPY) -c 'import filecmp, sys, clip_dinoiser_ros, clip_dinoiser_ros.msg, clip_dinoiser_ros.srv; \
+	  init = clip_dinoiser_ros.__file__; \
+	  sys.exit(0 if filecmp.cmp(init, "$(abspath clip_dinoiser_ros/__init__.py)", shallow=False) \
+	           else f"installed {init} is not clip_dinoiser_ros/__init__.py")'
+	touch $@
+
+# Tests run with the venv's pytest (not `python -m pytest`, which would put the source tree first
+# on sys.path), so they exercise the installed package including the generated messages.
+test: install
+	@echo "make test: ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) FASTDDS_BUILTIN_TRANSPORTS=$(FASTDDS_BUILTIN_TRANSPORTS)"
+	$(VENV_ABS)/bin/pytest test $(PYTEST_ARGS)
+
+demo: install
+	$(VENV_ABS)/bin/clip-dinoiser-demo $(DEMO_ARGS)
+
+# Optional: colcon, for building this package in a ROS 2 workspace against .venv's ROS wheels
+# (see README). Also fixes .venv's exported CMake paths, which any CMake build against it needs.
+colcon-tools: $(STAMPS)/deps
+	$(VPY) .ci/fix_ament_paths.py $(VENV_ABS)
+	test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install --quiet $(COLCON_PINS)
+	@echo "colcon: $(COLCON_VENV)/bin/colcon"
+
+clean:
+	rm -rf $(BUILD) clip_dinoiser_ros.egg-info
