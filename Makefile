@@ -25,9 +25,10 @@ STAMPS := $(BUILD)/stamps
 CMAKE_BUILD := $(BUILD)/cmake
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-# Every dependency of the package is pinned in setup.py (install_requires + extras 'test'); these are
-# only the tools that build the venv itself, and the optional colcon tools (make colcon-tools).
-BOOTSTRAP_PINS := pip==26.3 setuptools==84.2.1
+# Every dependency of the package is pinned in setup.py (install_requires + extras 'test'); the
+# tools that build the venv and the interfaces (pip, setuptools, ament/rosidl CMake tooling) are
+# pinned in .ci/build-requirements.txt; the optional colcon tools (make colcon-tools) here.
+BUILD_REQUIREMENTS := .ci/build-requirements.txt
 COLCON_PINS := colcon-common-extensions==0.3.0
 # colcon gets a venv of its own: it pulls in pytest plugins (pytest-cov, -repeat, -rerunfailures)
 # that must not leak into the test environment.
@@ -74,15 +75,15 @@ install-unlocked: $(STAMPS)/package
 $(VENV_ABS)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV_ABS)
 
-$(STAMPS)/bootstrap: $(VENV_ABS)/pyvenv.cfg
+$(STAMPS)/bootstrap: $(VENV_ABS)/pyvenv.cfg $(BUILD_REQUIREMENTS)
 	@mkdir -p $(STAMPS)
-	$(PIP) install $(BOOTSTRAP_PINS)
+	$(PIP) install -r $(BUILD_REQUIREMENTS)
 	touch $@
 
 # All pinned dependencies, straight from setup.py (this also installs the package once; it is
-# reinstalled below, after the interfaces).
+# reinstalled below, after the interfaces). The build tools stay at their pins (-c).
 $(STAMPS)/deps: setup.py $(STAMPS)/bootstrap
-	$(PIP) install --no-build-isolation ".[test]"
+	$(PIP) install --no-build-isolation -c $(BUILD_REQUIREMENTS) ".[test]"
 	touch $@
 
 # The ROS interfaces (msg/, srv/), built with CMake into the venv. fix_ament_paths.py first points
