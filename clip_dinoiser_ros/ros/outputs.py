@@ -1,0 +1,48 @@
+"""Segmentation results as standard, self-describing ROS messages (no rclpy here)."""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from ..model import Segmentation
+from ..visualization import overlay
+from .image_codec import array_to_image
+
+UNLABELLED_MONO8 = 255
+UNLABELLED_MONO16 = 65535
+
+
+def thresholded_labels(segmentation: Segmentation, threshold: float) -> np.ndarray:
+    """Class ids with pixels below ``threshold`` set to the unlabelled value of the mask encoding."""
+    classes = len(segmentation.prompts)
+    dtype, unlabelled = (np.uint8, UNLABELLED_MONO8) if classes <= 255 else (np.uint16, UNLABELLED_MONO16)
+    labels = segmentation.labels.astype(dtype)
+    if threshold > 0.0:
+        labels[segmentation.confidence < threshold] = unlabelled
+    return labels
+
+
+def mask_image(labels: np.ndarray, header: Header) -> Image:
+    return array_to_image(labels, "mono8" if labels.dtype == np.uint8 else "mono16", header)
+
+
+def float_image(values: np.ndarray, header: Header) -> Image:
+    return array_to_image(np.ascontiguousarray(values, dtype=np.float32), "32FC1", header)
+
+
+def overlay_image(rgb: np.ndarray, labels: np.ndarray, names: tuple[str, ...], header: Header) -> Image:
+    return array_to_image(overlay(rgb, labels, names), "rgb8", header)
+
+
+def class_statistics(segmentation: Segmentation, labels: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+    """Per class: coverage (pixel fraction), mean winning probability over its pixels, max probability."""
+    classes = len(segmentation.prompts)
+    flat = labels.ravel().astype(np.int64)
+    labelled = flat < classes
+    counts = np.bincount(flat[labelled], minlength=classes).astype(np.float64)
+    confidence_sums = np.bincount(flat[labelled], weights=segmentation.confidence.ravel()[labelled], minlength=classes)
+    coverage = counts / max(flat.size, 1)
+    mean_confidence = np.divide(confidence_sums, counts, out=np.zeros(classes), where=counts > 0)
+    max_confidence = segmentation.probs.reshape(classes, -1).max(axis=1)
+    return coverage.tolist(), mean_confidence.tolist(), max_confidence.astype(np.float64).tolist()
