@@ -41,6 +41,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={f"{PACKAGE}.model": ["configs/*.json"]},
     install_requires=ENGINE_REQUIRES + ROS_REQUIRES + DATA_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={

@@ -6,6 +6,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules next to the tests
 
+import ros_harness  # noqa: E402
+
+ros_harness.configure_environment()  # before anything imports rclpy
+
 TINY_MODEL = "ViT-Tiny-16-test"
 
 
@@ -21,3 +25,13 @@ def tiny_engine(tiny_clip):
     from clip_dinoiser_ros.model import ClipDinoiser
 
     return ClipDinoiser(tiny_clip, None)
+
+
+@pytest.fixture(scope="session")
+def ros():
+    """One rclpy context for the test process; nodes under test run in their own processes."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()

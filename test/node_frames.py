@@ -1,0 +1,39 @@
+"""Frame messages for node tests: real photos as sensor_msgs, with unique stamps to match outputs."""
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+_stamps = itertools.count(1)
+
+
+def unique_header(frame_id: str) -> Header:
+    """A stamp no other test frame has, so an output can be matched to the frame it came from."""
+    return Header(stamp=Time(sec=1_000_000 + next(_stamps), nanosec=123), frame_id=frame_id)
+
+
+def rgb_message(rgb: np.ndarray, frame_id: str = "camera") -> Image:
+    height, width = rgb.shape[:2]
+    return Image(header=unique_header(frame_id), height=height, width=width, encoding="rgb8",
+                 step=width * 3, data=np.ascontiguousarray(rgb).tobytes())
+
+
+def jpeg_message(rgb: np.ndarray, frame_id: str = "camera") -> CompressedImage:
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return CompressedImage(header=unique_header(frame_id), format="jpeg", data=encoded.tobytes())
+
+
+def restamped(message, frame_id: str | None = None):
+    """The same image with a fresh unique stamp (bag frames are sent several times)."""
+    message.header = unique_header(frame_id or message.header.frame_id)
+    return message
+
+
+def same_header(a: Header, b: Header) -> bool:
+    return (a.stamp.sec, a.stamp.nanosec, a.frame_id) == (b.stamp.sec, b.stamp.nanosec, b.frame_id)

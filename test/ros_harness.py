@@ -1,0 +1,133 @@
+"""Real processes over real DDS: start the node from its console script, talk to it from a probe node."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+DDS_ENVIRONMENT = {
+    # Shared memory only, with segments large enough for camera frames: nothing leaves the machine.
+    "FASTDDS_BUILTIN_TRANSPORTS": "SHM?sockets_size=33554432",
+    "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def configure_environment() -> None:
+    """Called before rclpy is imported: DDS transports and a domain of this test run's own."""
+    os.environ.update(DDS_ENVIRONMENT)
+    os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
+
+
+def node_executable() -> str:
+    script = Path(sys.executable).parent / "clip_dinoiser_node"
+    if not script.exists():
+        raise FileNotFoundError(f"{script} is missing: run `make install` (the tests use the installed package)")
+    return str(script)
+
+
+class NodeProcess:
+    """The clip_dinoiser node in its own process, started with --params-file, stopped with SIGINT."""
+
+    def __init__(self, directory: Path, parameters: dict[str, Any], name: str = "clip_dinoiser") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.params_file = directory / "params.yaml"
+        self.params_file.write_text(yaml.safe_dump({name: {"ros__parameters": parameters}}))
+        self.log_file = directory / "node.log"
+        self._log = open(self.log_file, "wb")
+        self.process = subprocess.Popen(
+            [node_executable(), "--ros-args", "--params-file", str(self.params_file)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT, then wait; returns the exit status (a forced kill is reported as -9)."""
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class Collector:
+    """Messages of one topic with their arrival times (time.time())."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Any) -> None:
+        with self._lock:
+            self.messages.append((message, time.time()))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def last(self) -> Any:
+        with self._lock:
+            return self.messages[-1][0] if self.messages else None
+
+    def matching(self, predicate: Callable[[Any], bool]) -> list[Any]:
+        with self._lock:
+            return [m for m, _ in self.messages if predicate(m)]
+
+
+class Probe:
+    """A test-side node spun in a background thread."""
+
+    def __init__(self, name: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.node = rclpy.create_node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def collect(self, message_type: Any, topic: str, qos: Any = 10) -> Collector:
+        collector = Collector()
+        self.node.create_subscription(message_type, topic, collector, qos)
+        return collector
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    def call(self, client: Any, request: Any, timeout: float = 20.0) -> Any:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {client.srv_name} did not appear")
+        future = client.call_async(request)
+        wait_until(future.done, timeout, f"no answer from {client.srv_name}")
+        return future.result()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s: {what}")
