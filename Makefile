@@ -4,6 +4,7 @@
 #   make install   .venv + pinned dependencies + ROS interfaces + this package (idempotent)
 #   make test      install, then run the test suite against the INSTALLED package
 #   make demo      install, then run the photo-stream demo (make demo WEIGHTS=random)
+#   make bench     install, then run bench/bench_*.py (BENCH=bench/bench_text.py BENCH_ARGS=...)
 #   make clean     remove build/ and the stamps (not .venv)
 #
 # Order matters: the interfaces are built with CMake and installed into .venv first (they bring a
@@ -55,13 +56,15 @@ endif
 export ROS_DOMAIN_ID
 
 PYTEST_ARGS ?=
+BENCH ?= $(wildcard bench/bench_*.py)
+BENCH_ARGS ?=
 DEMO_ARGS ?=
 WEIGHTS ?=
 ifeq ($(WEIGHTS),random)
 override DEMO_ARGS += --random-weights
 endif
 
-.PHONY: venv install install-unlocked test demo clean colcon-tools
+.PHONY: venv install install-unlocked test demo bench clean colcon-tools
 
 venv: $(STAMPS)/deps
 # Installs are serialised with a lock (several `make test` may run at once in one checkout).
@@ -126,6 +129,14 @@ test: install
 
 demo: install
 	$(VENV_ABS)/bin/clip-dinoiser-demo $(DEMO_ARGS)
+
+# Benchmarks run against the installed package too (bench/ is on sys.path, the source tree is not);
+# random weights, no model hub here, hence offline.
+bench: install
+	@for script in $(BENCH); do \
+	  echo "== $$script $(BENCH_ARGS)"; \
+	  HF_HUB_OFFLINE=1 $(VPY) $$script $(BENCH_ARGS) || exit $$?; \
+	done
 
 # Optional: colcon, for building this package in a ROS 2 workspace against .venv's ROS wheels
 # (see README). Also fixes .venv's exported CMake paths, which any CMake build against it needs.
