@@ -303,8 +303,14 @@ class ClipDinoiserNode(LifecycleNode):
                     return
                 continue
             camera = self._cameras.get(frame.camera)
-            if camera is not None:
+            if camera is None:
+                continue
+            try:
                 self._process(camera, frame.message, frame.received)
+            except Exception as error:  # the worker must outlive any single frame
+                if not self.context.ok():
+                    return  # shutting down (SIGINT): publishers are gone, nothing to report
+                self.get_logger().error(f"{camera.topic}: frame failed: {type(error).__name__}: {error}")
 
     def _process(self, camera: Camera, message: Any, received: float) -> None:
         try:

@@ -1,0 +1,138 @@
+"""Lifecycle transitions driven from another process, and a clean exit on SIGINT."""
+import glob
+
+import pytest
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from sensor_msgs.msg import Image
+
+from frame_sources import camvid_frames
+from node_frames import rgb_message, same_header
+from ros_harness import NodeProcess, Probe, wait_until
+
+TOPIC = "/lifecycle_cam/image_raw"
+MASK = "/lifecycle_cam/segmentation/mask"
+
+
+@pytest.fixture()
+def probe(ros):
+    probe = Probe("lifecycle_probe")
+    yield probe
+    probe.close()
+
+
+def transition(probe, transition_id):
+    client = probe.node.create_client(ChangeState, "/clip_dinoiser/change_state")
+    return probe.call(client, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+def state(probe):
+    client = probe.node.create_client(GetState, "/clip_dinoiser/get_state")
+    return probe.call(client, GetState.Request()).current_state.id
+
+
+def serves_a_frame(probe, node, collector, publisher, timeout=20):
+    message = rgb_message(camvid_frames(1)[0])
+
+    def answered():
+        assert node.alive(), node.log()
+        publisher.publish(message)
+        return collector.matching(lambda m: same_header(m.header, message.header))
+
+    try:
+        wait_until(answered, timeout, "mask", interval=0.3)
+        return True
+    except AssertionError:
+        return False
+
+
+def service_names(probe):
+    return {name for name, _ in probe.node.get_service_names_and_types()}
+
+
+def test_transitions_start_stop_and_release(ros, probe, tmp_path):
+    node = NodeProcess(tmp_path, {
+        "image_topics": [TOPIC], "prompts": ["road", "car"], "clip_model": "ViT-Tiny-16-test",
+        "random_weights": True, "autostart": False,
+    })
+    try:
+        assert state(probe) == State.PRIMARY_STATE_UNCONFIGURED
+        collector = probe.collect(Image, MASK)
+        publisher = probe.node.create_publisher(Image, TOPIC, 10)
+
+        assert transition(probe, Transition.TRANSITION_CONFIGURE)
+        assert state(probe) == State.PRIMARY_STATE_INACTIVE
+        wait_until(lambda: "/clip_dinoiser/set_prompts" in service_names(probe), 10, "set_prompts service")
+        assert probe.node.count_subscribers(TOPIC) == 0
+
+        assert transition(probe, Transition.TRANSITION_ACTIVATE)
+        assert state(probe) == State.PRIMARY_STATE_ACTIVE
+        assert serves_a_frame(probe, node, collector, publisher)
+
+        assert transition(probe, Transition.TRANSITION_DEACTIVATE)
+        assert state(probe) == State.PRIMARY_STATE_INACTIVE
+        wait_until(lambda: probe.node.count_subscribers(TOPIC) == 0, 10, "input subscription removed")
+        wait_until(lambda: probe.node.count_publishers(MASK) == 0, 10, "mask publisher removed")
+        assert not serves_a_frame(probe, node, collector, publisher, timeout=3)
+
+        assert transition(probe, Transition.TRANSITION_ACTIVATE)
+        assert serves_a_frame(probe, node, collector, publisher)
+        assert transition(probe, Transition.TRANSITION_DEACTIVATE)
+
+        assert transition(probe, Transition.TRANSITION_CLEANUP)
+        assert state(probe) == State.PRIMARY_STATE_UNCONFIGURED
+        wait_until(lambda: "/clip_dinoiser/set_prompts" not in service_names(probe), 10, "set_prompts removed")
+
+        assert transition(probe, Transition.TRANSITION_CONFIGURE)
+        assert transition(probe, Transition.TRANSITION_ACTIVATE)
+        assert serves_a_frame(probe, node, collector, publisher)
+
+        assert transition(probe, Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert state(probe) == State.PRIMARY_STATE_FINALIZED
+    finally:
+        assert node.stop() == 0, node.log()
+    assert "Traceback" not in node.log()
+
+
+def fastdds_segments() -> set[str]:
+    """Fast DDS shared-memory segments (lock and semaphore files aside)."""
+    return {p for p in glob.glob("/dev/shm/fastdds_*") if not p.endswith(("_el", "_sl"))}
+
+
+def segments_in_use() -> set[str]:
+    """Segments some live process still maps (our own probe's, other runs')."""
+    used = set()
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        try:
+            with open(maps) as handle:
+                used.update(line.split()[-1] for line in handle if "/dev/shm/fastdds_" in line)
+        except OSError:
+            continue
+    return used
+
+
+def test_sigint_while_streaming_exits_cleanly_without_leftover_shared_memory(ros, probe, tmp_path):
+    node = NodeProcess(tmp_path, {
+        "image_topics": [TOPIC], "prompts": ["road", "car"], "clip_model": "ViT-Tiny-16-test", "random_weights": True,
+    })
+    collector = probe.collect(Image, MASK)
+    publisher = probe.node.create_publisher(Image, TOPIC, 10)
+    assert serves_a_frame(probe, node, collector, publisher)
+    node_segments = fastdds_segments() - segments_in_use() | {
+        line.split()[-1] for line in open(f"/proc/{node.process.pid}/maps") if "/dev/shm/fastdds_" in line
+    }
+    assert node_segments, "the node should be using shared memory while streaming"
+    for _ in range(20):
+        publisher.publish(rgb_message(camvid_frames(1)[0]))
+    assert node.stop() == 0
+    log = node.log()
+    assert "Traceback" not in log, log
+    assert not (node_segments & fastdds_segments()) - segments_in_use(), "segments left behind in /dev/shm"
+
+
+def test_missing_weights_fail_configure_with_the_fetch_instructions(ros, tmp_path):
+    node = NodeProcess(tmp_path, {"image_topics": [TOPIC], "heads": str(tmp_path / "last.pt")})
+    assert node.process.wait(120) == 1
+    log = node.log()
+    assert "configure failed" in log and "laion2b_s34b_b88k" in log and "open_clip.create_model" in log
+    assert "Traceback" not in log
