@@ -47,7 +47,7 @@ setup(
     entry_points={
         "console_scripts": [
             "clip-dinoiser-segment = clip_dinoiser_ros.cli.segment:main",
-            "clip_dinoiser_node = clip_dinoiser_ros.ros.node:main",
+            "clip_dinoiser_node = clip_dinoiser_ros.ros.run_node:main",
             "clip-dinoiser-demo = clip_dinoiser_ros.demo.stream_photos:main",
         ]
     },

@@ -35,3 +35,11 @@ def ros():
     rclpy.init()
     yield
     rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def probe(ros, request):
+    """A test-side node shared by the tests of one module."""
+    probe = ros_harness.Probe(f"probe_{request.module.__name__}")
+    yield probe
+    probe.close()

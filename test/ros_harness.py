@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import yaml
 
@@ -67,6 +68,31 @@ class NodeProcess:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+@contextmanager
+def running_node(directory: Path, parameters: dict[str, Any]):
+    """A node for the duration of a fixture; it must exit cleanly (status 0) on SIGINT."""
+    node = NodeProcess(directory, parameters)
+    try:
+        yield node
+    finally:
+        status = node.stop()
+    assert status == 0, node.log()
+
+
+def publish_until_answered(node: NodeProcess, publisher: Any, collector: "Collector", message: Any,
+                           timeout: float = 30.0) -> Any:
+    """Publish ``message`` until an output with its header arrives (DDS discovery takes a moment)."""
+    from node_frames import same_header
+
+    def answered():
+        assert node.alive(), node.log()
+        publisher.publish(message)
+        found = collector.matching(lambda m: same_header(m.header, message.header))
+        return found[0] if found else None
+
+    return wait_until(answered, timeout, f"an answer to the frame sent on {publisher.topic_name}", interval=0.3)
 
 
 class Collector:

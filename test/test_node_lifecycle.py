@@ -1,24 +1,16 @@
 """Lifecycle transitions driven from another process, and a clean exit on SIGINT."""
 import glob
 
-import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
 from frame_sources import camvid_frames
-from node_frames import rgb_message, same_header
-from ros_harness import NodeProcess, Probe, wait_until
+from node_frames import rgb_message
+from ros_harness import NodeProcess, publish_until_answered, wait_until
 
 TOPIC = "/lifecycle_cam/image_raw"
 MASK = "/lifecycle_cam/segmentation/mask"
-
-
-@pytest.fixture()
-def probe(ros):
-    probe = Probe("lifecycle_probe")
-    yield probe
-    probe.close()
 
 
 def transition(probe, transition_id):
@@ -32,15 +24,8 @@ def state(probe):
 
 
 def serves_a_frame(probe, node, collector, publisher, timeout=20):
-    message = rgb_message(camvid_frames(1)[0])
-
-    def answered():
-        assert node.alive(), node.log()
-        publisher.publish(message)
-        return collector.matching(lambda m: same_header(m.header, message.header))
-
     try:
-        wait_until(answered, timeout, "mask", interval=0.3)
+        publish_until_answered(node, publisher, collector, rgb_message(camvid_frames(1)[0]), timeout)
         return True
     except AssertionError:
         return False
@@ -117,7 +102,7 @@ def test_sigint_while_streaming_exits_cleanly_without_leftover_shared_memory(ros
     })
     collector = probe.collect(Image, MASK)
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
-    assert serves_a_frame(probe, node, collector, publisher)
+    assert serves_a_frame(probe, node, collector, publisher, timeout=90)  # includes the node's start-up
     node_segments = fastdds_segments() - segments_in_use() | {
         line.split()[-1] for line in open(f"/proc/{node.process.pid}/maps") if "/dev/shm/fastdds_" in line
     }

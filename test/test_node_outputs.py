@@ -5,8 +5,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from frame_sources import camvid_frames, spot_messages
-from node_frames import jpeg_message, restamped, rgb_message, same_header
-from ros_harness import NodeProcess, Probe, wait_until
+from node_frames import restamped, rgb_message
+from ros_harness import publish_until_answered, running_node, wait_until
 
 PROMPTS = ["background", "road", "traffic light", "car|truck"]
 TOPICS = {
@@ -20,22 +20,14 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 @pytest.fixture(scope="module")
 def node(ros, tmp_path_factory):
-    process = NodeProcess(tmp_path_factory.mktemp("outputs"), {
+    with running_node(tmp_path_factory.mktemp("outputs"), {
         "image_topics": list(TOPICS.values()),
         "prompts": PROMPTS,
         "clip_model": "ViT-Tiny-16-test",
         "random_weights": True,
         "input_reliability": "reliable",
-    })
-    yield process
-    assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def probe(ros):
-    probe = Probe("outputs_probe")
-    yield probe
-    probe.close()
+    }) as process:
+        yield process
 
 
 def send_until_answered(probe, node, topic, message, output_topic, output_type=Image, timeout=30.0):
@@ -44,14 +36,7 @@ def send_until_answered(probe, node, topic, message, output_topic, output_type=I
 
     collector = probe.collect(output_type, output_name(topic, output_topic))
     publisher = probe.node.create_publisher(type(message), topic, 10)
-
-    def answered():
-        assert node.alive(), node.log()
-        publisher.publish(message)
-        found = collector.matching(lambda m: same_header(m.header, message.header))
-        return found[0] if found else None
-
-    return wait_until(answered, timeout, f"{output_topic} for {topic}", interval=0.3)
+    return publish_until_answered(node, publisher, collector, message, timeout)
 
 
 @pytest.mark.parametrize("source", ["camvid", "spot_raw", "spot_jpeg", "spot_mono"])
@@ -113,9 +98,13 @@ def test_diagnostics_report_each_camera(node, probe):
     from diagnostic_msgs.msg import DiagnosticArray
 
     collector = probe.collect(DiagnosticArray, "/diagnostics")
-    array = wait_until(collector.last, 10, "diagnostics")
-    names = {status.name for status in array.status}
-    assert {f"clip_dinoiser: {topic}" for topic in TOPICS.values()} <= names
+    expected = {f"clip_dinoiser: {topic}" for topic in TOPICS.values()}
+
+    def ours():  # /diagnostics is shared by every node of the domain
+        found = collector.matching(lambda a: {status.name for status in a.status} == expected)
+        return found[-1] if found else None
+
+    array = wait_until(ours, 10, f"diagnostics with the statuses {expected}")
     values = {kv.key: kv.value for kv in array.status[0].values}
     for key in ("input_rate_hz", "output_rate_hz", "frames_dropped", "latency_p50_ms", "latency_p95_ms",
                 "device", "precision", "vocabulary"):

@@ -7,8 +7,8 @@ from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from frame_sources import camvid_frames
-from node_frames import rgb_message, same_header
-from ros_harness import NodeProcess, Probe, wait_until
+from node_frames import rgb_message
+from ros_harness import publish_until_answered, running_node, wait_until
 
 TOPIC = "/prompts_cam/image_raw"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -16,23 +16,15 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 @pytest.fixture(scope="module")
 def node(ros, tmp_path_factory):
-    process = NodeProcess(tmp_path_factory.mktemp("prompts"), {
+    with running_node(tmp_path_factory.mktemp("prompts"), {
         "image_topics": [TOPIC],
         "prompts": ["floor", "wall"],
         "max_prompts": 6,
         "max_prompt_length": 40,
         "clip_model": "ViT-Tiny-16-test",
         "random_weights": True,
-    })
-    yield process
-    assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def probe(ros):
-    probe = Probe("prompts_probe")
-    yield probe
-    probe.close()
+    }) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +40,35 @@ def set_prompts_parameter(client, value, type_=Parameter.Type.STRING_ARRAY):
     return future.result().results[0]
 
 
-def current_vocabulary(probe):
+@pytest.fixture(scope="module")
+def label_info(probe, node):
     from clip_dinoiser_ros.msg import LabelInfo
 
-    collector = probe.collect(LabelInfo, "/prompts_cam/segmentation/label_info", LATCHED)
-    return wait_until(collector.last, 10, "label_info")
+    return probe.collect(LabelInfo, "/prompts_cam/segmentation/label_info", LATCHED)
 
 
-def wait_for_vocabulary(probe, names, timeout=30):
+def current_vocabulary(label_info):
+    return wait_until(label_info.last, 30, "label_info")
+
+
+def wait_for_vocabulary(label_info, names, timeout=60, version=None):
     def current():
-        info = current_vocabulary(probe)
-        return info if list(info.class_names) == names else None
+        info = current_vocabulary(label_info)
+        if list(info.class_names) == names and version in (None, info.vocabulary_version):
+            return info
+        return None
 
-    return wait_until(current, timeout, f"vocabulary {names}", interval=0.3)
+    return wait_until(current, timeout, f"vocabulary {names} (version {version})", interval=0.3)
+
+
+def apply_prompts(probe, label_info, names):
+    """Set prompts through ~/set_prompts and wait until exactly that request is in effect."""
+    from clip_dinoiser_ros.srv import SetPrompts
+
+    client = probe.node.create_client(SetPrompts, "/clip_dinoiser/set_prompts")
+    response = probe.call(client, SetPrompts.Request(prompts=names))
+    assert response.success, response.message
+    return wait_for_vocabulary(label_info, names, version=response.vocabulary_version)
 
 
 def segment_once(probe, node):
@@ -68,22 +76,14 @@ def segment_once(probe, node):
 
     collector = probe.collect(ClassConfidences, "/prompts_cam/segmentation/class_confidences")
     publisher = probe.node.create_publisher(type(rgb_message(camvid_frames(1)[0])), TOPIC, 10)
-    message = rgb_message(camvid_frames(1)[0])
-
-    def answered():
-        assert node.alive(), node.log()
-        publisher.publish(message)
-        found = collector.matching(lambda m: same_header(m.header, message.header))
-        return found[0] if found else None
-
-    return wait_until(answered, 30, "class_confidences", interval=0.3)
+    return publish_until_answered(node, publisher, collector, rgb_message(camvid_frames(1)[0]))
 
 
-def test_parameter_change_applies_like_ros2_param_set(probe, node, parameters):
-    before = wait_for_vocabulary(probe, ["floor", "wall"]).vocabulary_version
+def test_parameter_change_applies_like_ros2_param_set(probe, node, parameters, label_info):
+    before = wait_for_vocabulary(label_info, ["floor", "wall"]).vocabulary_version
     result = set_prompts_parameter(parameters, ["floor", "chair|seat", "person"])
     assert result.successful, result.reason
-    info = wait_for_vocabulary(probe, ["floor", "chair", "person"])
+    info = wait_for_vocabulary(label_info, ["floor", "chair", "person"])
     assert info.vocabulary_version > before
     summary = segment_once(probe, node)
     assert list(summary.labels) == ["floor", "chair", "person"]
@@ -101,32 +101,29 @@ def test_parameter_change_applies_like_ros2_param_set(probe, node, parameters):
         (3, Parameter.Type.INTEGER, "type"),
     ],
 )
-def test_invalid_prompts_are_rejected_with_a_reason_and_the_old_vocabulary_stays(probe, node, parameters, value,
+def test_invalid_prompts_are_rejected_with_a_reason_and_the_old_vocabulary_stays(probe, node, parameters, label_info,
+                                                                                 value,
                                                                                  type_, reason):
     good = ["road", "car"]
-    assert set_prompts_parameter(parameters, good).successful
-    version = wait_for_vocabulary(probe, good).vocabulary_version
+    version = apply_prompts(probe, label_info, good).vocabulary_version
     result = set_prompts_parameter(parameters, value, type_)
     assert not result.successful
     assert reason in result.reason
     time.sleep(0.5)
-    info = current_vocabulary(probe)
+    info = current_vocabulary(label_info)
     assert list(info.class_names) == good and info.vocabulary_version == version
     assert list(segment_once(probe, node).labels) == good
 
 
-def test_set_prompts_service_applies_and_keeps_the_parameter_in_sync(probe, node, parameters):
+def test_set_prompts_service_applies_and_keeps_the_parameter_in_sync(probe, node, parameters, label_info):
     from clip_dinoiser_ros.srv import SetPrompts
 
-    client = probe.node.create_client(SetPrompts, "/clip_dinoiser/set_prompts")
-    response = probe.call(client, SetPrompts.Request(prompts=["sky", "tree", "traffic light"]))
-    assert response.success, response.message
-    info = wait_for_vocabulary(probe, ["sky", "tree", "traffic light"])
-    assert info.vocabulary_version == response.vocabulary_version
+    info = apply_prompts(probe, label_info, ["sky", "tree", "traffic light"])
     future = parameters.get_parameters(["prompts"])
     wait_until(future.done, 10, "get_parameters")
     assert list(future.result().values[0].string_array_value) == ["sky", "tree", "traffic light"]
 
+    client = probe.node.create_client(SetPrompts, "/clip_dinoiser/set_prompts")
     rejected = probe.call(client, SetPrompts.Request(prompts=["sky", ""]))
     assert not rejected.success and "empty" in rejected.message
     assert rejected.vocabulary_version == info.vocabulary_version
@@ -143,7 +140,7 @@ def test_per_class_topics_follow_the_vocabulary(probe, node, parameters):
     wait_until(lambda: class_topics() == {"bus", "bicycle"}, 20, "traffic_light topic removed, bicycle added")
 
 
-def test_prompt_spam_ends_with_the_last_vocabulary_and_the_node_keeps_serving(probe, node, parameters):
+def test_prompt_spam_ends_with_the_last_vocabulary_and_the_node_keeps_serving(probe, node, parameters, label_info):
     futures = []
     started = time.monotonic()
     for i in range(50):
@@ -153,7 +150,7 @@ def test_prompt_spam_ends_with_the_last_vocabulary_and_the_node_keeps_serving(pr
     wait_until(lambda: all(f.done() for f in futures), 30, "50 answers")
     assert time.monotonic() - started < 10
     assert all(f.result().results[0].successful for f in futures)
-    info = wait_for_vocabulary(probe, ["object 49", "thing 49"], timeout=60)
+    info = wait_for_vocabulary(label_info, ["object 49", "thing 49"], timeout=60)
     summary = segment_once(probe, node)
     assert list(summary.labels) == ["object 49", "thing 49"]
     assert summary.vocabulary_version == info.vocabulary_version

@@ -2,24 +2,16 @@
 import time
 
 import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
 from frame_sources import camvid_frames
 from node_frames import jpeg_message, rgb_message
-from ros_harness import NodeProcess, Probe, wait_until
+from ros_harness import NodeProcess, wait_until
 
 CAMERAS = {"/rt_front/image_raw": Image, "/rt_rear/image_raw/compressed": CompressedImage}
 MIN_MASKS_PER_CAMERA = 4
 MAX_STREAM_SECONDS = 240.0
-
-
-@pytest.fixture()
-def probe(ros):
-    probe = Probe("realtime_probe")
-    yield probe
-    probe.close()
 
 
 def test_two_cameras_at_30_hz_against_a_slow_model_keep_latency_bounded(probe, tmp_path):

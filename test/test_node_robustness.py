@@ -6,7 +6,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from frame_sources import camvid_frames, spot_messages
 from node_frames import jpeg_message, restamped, rgb_message, same_header, unique_header
-from ros_harness import NodeProcess, Probe, wait_until
+from ros_harness import publish_until_answered, running_node, wait_until
 
 RAW = "/robust_raw/image_raw"
 JPEG = "/robust_jpeg/image_raw/compressed"
@@ -14,22 +14,14 @@ JPEG = "/robust_jpeg/image_raw/compressed"
 
 @pytest.fixture(scope="module")
 def node(ros, tmp_path_factory):
-    process = NodeProcess(tmp_path_factory.mktemp("robustness"), {
+    with running_node(tmp_path_factory.mktemp("robustness"), {
         "image_topics": [RAW, JPEG],
         "prompts": ["road", "car"],
         "clip_model": "ViT-Tiny-16-test",
         "random_weights": True,
         "input_reliability": "reliable",
-    })
-    yield process
-    assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def probe(ros):
-    probe = Probe("robustness_probe")
-    yield probe
-    probe.close()
+    }) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +71,7 @@ def assert_good_frame_still_served(node, io, topic):
     publisher, collector = io[topic]
     frame = camvid_frames(2)[1]
     message = rgb_message(frame) if topic == RAW else jpeg_message(frame)
-
-    def answered():
-        assert node.alive(), node.log()
-        publisher.publish(message)
-        return collector.matching(lambda m: same_header(m.header, message.header))
-
-    mask = wait_until(answered, 30, f"output for a good frame on {topic}", interval=0.3)[0]
+    mask = publish_until_answered(node, publisher, collector, message)
     assert (mask.width, mask.height, mask.encoding) == (480, 360, "mono8")
 
 

@@ -7,7 +7,6 @@ prompt changes are encoded off the frame path (VocabularySwitcher).
 from __future__ import annotations
 
 import gc
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -25,6 +24,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..model import Vocabulary, WeightsUnavailableError, CheckpointError
@@ -380,9 +380,13 @@ class ClipDinoiserNode(LifecycleNode):
         self._diagnostics_publisher.publish(array)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Run the node until SIGINT; with autostart a failed configure exits with status 1."""
-    rclpy.init(args=argv)
+def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
+    """Run the node until ``stop`` is set; with autostart a failed configure returns status 1.
+
+    Signals only set ``stop`` (see run_node.main): the node is shut down by this thread while the ROS
+    context is still valid, so no callback races a dying context and Ctrl-C prints no traceback.
+    """
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = ClipDinoiserNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -393,17 +397,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 status = 1
             else:
                 node.trigger_activate()
-        if status == 0:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while status == 0 and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
     finally:
         node.on_shutdown(None)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
