@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 HEAD_FEATURE_BLOCK = -3  # the heads read ln_2 of block 10 of 12
@@ -33,6 +34,11 @@ class DenseClipEncoder(nn.Module):
                 raise TypeError(f"expected an open_clip VisionTransformer with a token projection, missing {name!r}")
         if getattr(visual, "attn_pool", None) is not None:
             raise TypeError("attention-pooled open_clip towers (CoCa) have no MaskCLIP value path")
+        if not visual.transformer.batch_first:
+            raise TypeError("open_clip transformer runs sequence-first; open_clip >= 2.26 (batch-first) is required")
+        unsupported = {type(b).__name__ for b in visual.transformer.resblocks if type(b) is not ResidualAttentionBlock}
+        if unsupported:
+            raise TypeError(f"only standard pre-norm ViT blocks are supported, got {sorted(unsupported)}")
         self.visual = visual
         self.patch_size = int(visual.conv1.kernel_size[0])
         grid = visual.grid_size
@@ -86,23 +92,30 @@ class DenseClipEncoder(nn.Module):
         x = visual.ln_pre(x)
 
         blocks = visual.transformer.resblocks
-        if not visual.transformer.batch_first:
-            raise TypeError("open_clip transformer runs sequence-first; open_clip >= 2.26 (batch-first) is required")
         head_block = len(blocks) + HEAD_FEATURE_BLOCK
         head_input = None
         for index, block in enumerate(blocks[:-1]):
+            x, features = self._block(block, x)
             if index == head_block:
-                x = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
-                head_input = block.ln_2(x)
-                x = x + block.ls_2(block.mlp(head_input))
-            else:
-                x = block(x)
+                head_input = features
         tokens = self._maskclip_last_block(blocks[-1], x[:, 1:])
         maskclip = visual.ln_post(tokens) @ visual.proj
         return DenseFeatures(
             maskclip=maskclip.transpose(1, 2).reshape(batch, -1, *grid),
             head_input=head_input[:, 1:].transpose(1, 2).reshape(batch, -1, *grid),
         )
+
+    @staticmethod
+    def _block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A pre-norm block with one fused attention call; also returns its ln_2 output (the heads' input)."""
+        attn = block.attn
+        batch, tokens, width = x.shape
+        qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = qkv.view(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, width)
+        x = x + block.ls_1(attn.out_proj(attended))
+        features = block.ln_2(x)
+        return x + block.ls_2(block.mlp(features)), features
 
     def _maskclip_last_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """v = out_proj(v_proj(ln_1(x))) + x; v = v + mlp(ln_2(v)), token by token."""
