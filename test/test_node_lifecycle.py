@@ -100,12 +100,18 @@ def test_sigint_while_streaming_exits_cleanly_without_leftover_shared_memory(ros
     node = NodeProcess(tmp_path, {
         "image_topics": [TOPIC], "prompts": ["road", "car"], "clip_model": "ViT-Tiny-16-test", "random_weights": True,
     })
+    try:
+        check_clean_sigint(probe, node)
+    finally:
+        node.stop()
+
+
+def check_clean_sigint(probe, node):
     collector = probe.collect(Image, MASK)
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     assert serves_a_frame(probe, node, collector, publisher, timeout=90)  # includes the node's start-up
-    node_segments = fastdds_segments() - segments_in_use() | {
-        line.split()[-1] for line in open(f"/proc/{node.process.pid}/maps") if "/dev/shm/fastdds_" in line
-    }
+    with open(f"/proc/{node.process.pid}/maps") as maps:
+        node_segments = {line.split()[-1] for line in maps if "/dev/shm/fastdds_" in line}
     assert node_segments, "the node should be using shared memory while streaming"
     for _ in range(20):
         publisher.publish(rgb_message(camvid_frames(1)[0]))

@@ -25,7 +25,6 @@ from rclpy.qos import (
 )
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.signals import SignalHandlerOptions
-from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..model import Vocabulary, WeightsUnavailableError, CheckpointError
@@ -398,10 +397,8 @@ def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
                 status = 1
             else:
                 node.trigger_activate()
-        if status == 0:
-            stopped = Future()
-            threading.Thread(target=lambda: stop.wait() or stopped.set_result(True), daemon=True).start()
-            executor.spin_until_future_complete(stopped)  # sleeps between callbacks, no polling
+        while status == 0 and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
     finally:
         node.on_shutdown(None)
         executor.shutdown()
