@@ -28,7 +28,7 @@ from clip_dinoiser_ros.model import (
     random_clip,
 )
 from clip_dinoiser_ros.model.clip_loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from clip_dinoiser_ros.model.engine import MODES
+from clip_dinoiser_ros.model.engine import BACKGROUND_SETTINGS, MODES
 from clip_dinoiser_ros.model.heads import read_checkpoint
 from clip_dinoiser_ros.visualization import class_palette, draw_stamp, overlay
 
@@ -39,7 +39,6 @@ NO_HEADS_MESSAGE = (
     "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "
     "CLIP-DINOiser (github.com/wysoczanska/clip_dinoiser), or --random-weights to test the plumbing only"
 )
-BACKGROUND_CHOICES = {"auto": None, "on": True, "off": False}
 CONFIDENCE_SCALE = 65535
 PNG_COMPRESS_LEVEL = 3  # a third of the default level's time for files ~8% larger
 
@@ -71,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED, help="open_clip tag or a local weights file")
     parser.add_argument(
         "--background",
-        choices=tuple(BACKGROUND_CHOICES),
+        choices=tuple(BACKGROUND_SETTINGS),
         default="auto",
         help="background filtering; auto: on when the first prompt is 'background'",
     )
@@ -166,7 +165,7 @@ def segment_file(engine: ClipDinoiser, path: Path, args: argparse.Namespace, met
     try:
         image = read_rgb(path)
         segmentation = engine.segment(
-            image, mode=args.mode, short_side=args.short_side, background=BACKGROUND_CHOICES[args.background]
+            image, mode=args.mode, short_side=args.short_side, background=BACKGROUND_SETTINGS[args.background]
         )
         written = write_outputs(image, segmentation, args.out / path.stem, args.random_weights, metadata)
     except (OSError, ValueError, Image.DecompressionBombError) as error:

@@ -23,6 +23,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MAX_WHOLE_PATCHES = 16384  # beyond this one attention pass needs gigabytes: use slide mode
 SLIDE_BATCH = 4
 BACKGROUND_PROMPT = "background"
+BACKGROUND_SETTINGS = {"auto": None, "on": True, "off": False}  # user-facing names of `background=`
 
 
 @dataclass(frozen=True)

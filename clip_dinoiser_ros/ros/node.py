@@ -28,7 +28,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..model import Vocabulary, WeightsUnavailableError, CheckpointError
-from ..model.engine import uses_background
+from ..model.engine import BACKGROUND_SETTINGS, uses_background
 from ..model.vocabulary import parse_prompts
 from ..msg import ClassConfidences, LabelInfo
 from ..srv import SetPrompts
@@ -45,7 +45,6 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LABEL_INFO_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
-BACKGROUND_CHOICE = {"auto": None, "on": True, "off": False}
 LOG_THROTTLE_S = 2.0
 
 
@@ -334,7 +333,7 @@ class ClipDinoiserNode(LifecycleNode):
 
     def _background(self, vocabulary: Vocabulary) -> Optional[bool]:
         """The background parameter for this vocabulary ('on' needs a class besides class 0)."""
-        choice = BACKGROUND_CHOICE[self.param("background")]
+        choice = BACKGROUND_SETTINGS[self.param("background")]
         return False if choice and len(vocabulary) < 2 else choice
 
     def _publish(self, camera: Camera, header: Any, rgb, segmentation, version: int, received: float) -> None:

@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ..model.engine import BACKGROUND_SETTINGS
+
 LIVE = "live"  # applied to the next frame
 REACTIVATE = "reactivate"  # applied on the next activate (deactivate -> activate)
 RECONFIGURE = "reconfigure"  # the model is rebuilt on the next configure (cleanup -> configure)
@@ -54,7 +56,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("short_side", 448, "Frames are resized so their short side has this many pixels", LIVE,
                   int_range=(16, 4096)),
     ParameterSpec("background", "auto", "Background filtering: auto = when prompt 0 is 'background'", LIVE,
-                  choices=("auto", "on", "off")),
+                  choices=tuple(BACKGROUND_SETTINGS)),
     ParameterSpec("gamma", 0.2, "Correlations below gamma are ignored by the guided pooling", LIVE,
                   float_range=(-1.0, 1.0)),
     ParameterSpec("delta", 0.99, "Background filtering: patches less confident than delta may become background",
