@@ -30,10 +30,9 @@ from clip_dinoiser_ros.model import (
 from clip_dinoiser_ros.model.clip_loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clip_dinoiser_ros.model.engine import BACKGROUND_SETTINGS, MODES
 from clip_dinoiser_ros.model.heads import read_checkpoint
-from clip_dinoiser_ros.visualization import class_palette, draw_stamp, overlay
+from clip_dinoiser_ros.visualization import RANDOM_STAMP, class_palette, draw_stamp, overlay
 
 RANDOM_BANNER = "RANDOM WEIGHTS: plumbing/timing only, not a segmentation result"
-RANDOM_STAMP = "RANDOM WEIGHTS - NOT A RESULT"
 RANDOM_SEED = 0
 NO_HEADS_MESSAGE = (
     "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "

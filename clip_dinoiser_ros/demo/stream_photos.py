@@ -31,6 +31,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from clip_dinoiser_ros.visualization import RANDOM_STAMP
+
 NODE_NAME = "clip_dinoiser"
 INPUT_TOPIC = "/demo_camera/image_raw"
 OUTPUT_PREFIX = "/demo_camera/segmentation"
@@ -39,7 +41,6 @@ FRAME_SIZE = (640, 480)  # width, height
 DEFAULT_PROMPTS = ["background", "person", "cat", "cup", "rocket"]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
 RANDOM_BANNER = "RANDOM WEIGHTS: plumbing only, NOT a segmentation result"
-RANDOM_STAMP = "RANDOM WEIGHTS - NOT A RESULT"
 DDS_TRANSPORTS = "SHM?sockets_size=33554432"
 NO_HEADS_MESSAGE = (
     "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "

@@ -128,11 +128,7 @@ class ClipDinoiserNode(LifecycleNode):
         try:
             started = time.monotonic()
             self._engine = build_engine(settings)
-            vocabulary = self._engine.encode_prompts(
-                list(self.param("prompts")),
-                max_prompts=self.param("max_prompts"),
-                max_length=self.param("max_prompt_length"),
-            )
+            vocabulary = self._encode_prompts(list(self.param("prompts")))
         except (WeightsUnavailableError, CheckpointError, ValueError, TypeError, RuntimeError) as error:
             self._engine = None
             self.get_logger().error(f"configure failed: {error}")

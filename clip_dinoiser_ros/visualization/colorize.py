@@ -22,6 +22,7 @@ BASE_COLOURS = (
 )
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 UNLABELLED = (0, 0, 0)
+RANDOM_STAMP = "RANDOM WEIGHTS - NOT A RESULT"  # stamped on every picture made with random weights
 LEGEND_BACKDROP = 0.35  # the image under the legend box keeps this fraction of its brightness
 MORE_ROWS_TEXT = "+{} more"
 
