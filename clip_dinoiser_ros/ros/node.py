@@ -38,6 +38,7 @@ from .engine_factory import RANDOM_WEIGHTS_WARNING, EngineSettings, build_engine
 from .frame_mailbox import FrameMailbox
 from .image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, check_value
+from .torch_threads import run_on_short_lived_thread
 from .vocabulary_switcher import VocabularySwitcher
 
 NODE_NAME = "clip_dinoiser"
@@ -127,8 +128,10 @@ class ClipDinoiserNode(LifecycleNode):
         settings = EngineSettings(**{name: self.param(name) for name in EngineSettings.__dataclass_fields__})
         try:
             started = time.monotonic()
-            self._engine = build_engine(settings)
-            vocabulary = self._encode_prompts(list(self.param("prompts")))
+            self._engine = run_on_short_lived_thread(lambda: build_engine(settings), "model-loader")
+            vocabulary = run_on_short_lived_thread(
+                lambda: self._encode_prompts(list(self.param("prompts"))), "vocabulary-encoder"
+            )
         except (WeightsUnavailableError, CheckpointError, ValueError, TypeError, RuntimeError) as error:
             self._engine = None
             self.get_logger().error(f"configure failed: {error}")

@@ -2,6 +2,7 @@
 
 Requests carry increasing version numbers; while one is being encoded, newer requests replace the
 waiting one (the last wins, nothing piles up), and a result that is already outdated is discarded.
+The encoding thread exists only while there is something to encode (see torch_threads).
 """
 from __future__ import annotations
 
@@ -27,10 +28,9 @@ class VocabularySwitcher:
         self._active = initial
         self._requested_version = initial[0]
         self._pending: Optional[tuple[int, list[str]]] = None
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="vocabulary-encoder", daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
 
     @property
     def active(self) -> tuple[int, Vocabulary]:
@@ -44,24 +44,27 @@ class VocabularySwitcher:
 
     def request(self, prompts: Sequence[str]) -> int:
         """Queue ``prompts`` (already validated); returns the version they will have."""
-        with self._condition:
+        with self._lock:
             self._requested_version += 1
             self._pending = (self._requested_version, list(prompts))
-            self._condition.notify()
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="vocabulary-encoder", daemon=True)
+                self._thread.start()
             return self._requested_version
 
     def close(self) -> None:
-        with self._condition:
+        with self._lock:
             self._closed = True
-            self._condition.notify()
-        self._thread.join(timeout=30)
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
 
     def _run(self) -> None:
+        """Encode until nothing is pending, then end (the thread is forgotten under the lock)."""
         while True:
-            with self._condition:
-                while self._pending is None and not self._closed:
-                    self._condition.wait()
-                if self._closed:
+            with self._lock:
+                if self._closed or self._pending is None:
+                    self._thread = None
                     return
                 version, prompts = self._pending
                 self._pending = None
@@ -70,7 +73,7 @@ class VocabularySwitcher:
             except Exception as error:  # reported, the old vocabulary stays
                 self._on_error(version, error)
                 continue
-            with self._condition:
+            with self._lock:
                 if self._closed or (self._pending is not None and self._pending[0] > version):
                     continue
                 self._active = (version, vocabulary)
