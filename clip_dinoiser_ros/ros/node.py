@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -26,6 +25,11 @@ from rclpy.qos import (
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
+
+try:  # rclpy >= 9 (Kilted): waits and dispatches in C++, so the inference thread rarely waits for the GIL
+    from rclpy.experimental import EventsExecutor as Executor
+except ImportError:  # older rclpy
+    from rclpy.executors import SingleThreadedExecutor as Executor
 
 from ..model import Vocabulary, WeightsUnavailableError, CheckpointError
 from ..model.engine import BACKGROUND_SETTINGS, uses_background
@@ -386,7 +390,7 @@ def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
     """
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = ClipDinoiserNode()
-    executor = SingleThreadedExecutor()
+    executor = Executor()
     executor.add_node(node)
     status = 0
     try:
