@@ -317,8 +317,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip-model", default="ViT-Tiny-16-test", help="model for A (latency)")
     parser.add_argument("--throughput-model", default="ViT-B-16", help="model for B (throughput)")
-    parser.add_argument("--frames", type=int, default=30, help="frames for A")
-    parser.add_argument("--window-s", type=float, default=15.0, help="counting window for each B figure")
+    parser.add_argument("--frames", type=int, default=200,
+                        help="frames for A (the engine's own time varies by several ms from frame to frame)")
+    parser.add_argument("--window-s", type=float, default=45.0,
+                        help="counting window for each B figure (ViT-B-16 gives about one mask per 2.3 s here)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="B: the window is split into this many interleaved rounds (engine, 1 cam, engine, 2 cams)")
     parser.add_argument("--rate-hz", type=float, default=30.0, help="publish rate per camera for B")

@@ -400,6 +400,8 @@ def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
             else:
                 node.trigger_activate()
         while status == 0 and not stop.is_set():
+            # spin_once, never spin(): EventsExecutor.spin() hung at 100 % CPU (rclpy 9.1) as soon as another
+            # thread created a publisher, which the vocabulary thread does when the prompts change.
             executor.spin_once(timeout_sec=0.1)
     finally:
         node.on_shutdown(None)
