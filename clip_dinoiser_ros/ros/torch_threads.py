@@ -3,9 +3,9 @@
 Every thread that runs a parallel torch CPU op gets an OpenMP (libgomp) thread team that lives as
 long as that thread. Once the process holds more team threads than there are cores, libgomp stops
 spinning between parallel regions and parks its threads after each one, so every region of every
-later frame pays a futex wake-up: on a 2-core machine a frame took 40-50 % longer on the worker
-while a second team (the thread that had loaded the model) stayed alive. One-off work, loading the
-model or encoding a vocabulary, therefore runs on a thread that ends with it and takes its team along.
+later frame pays a futex wake-up: on a 2-core machine a frame took about 50 % longer on the worker
+while the main thread, which had loaded the model, kept its team. One-off work, loading the model or
+encoding a vocabulary, therefore runs on a thread that ends with it and takes its team along.
 """
 from __future__ import annotations
 
