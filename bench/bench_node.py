@@ -55,6 +55,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip  # noqa: E402
 from clip_dinoiser_ros.ros.topics import output_topic  # noqa: E402
+from clip_dinoiser_ros.visualization import RANDOM_NOTICE  # noqa: E402
 from ros_harness import NodeProcess, Probe, wait_until  # noqa: E402
 
 CAMERAS = ("/bench_cam/image_raw", "/bench_cam_2/image_raw")
@@ -346,7 +347,7 @@ def main() -> int:
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
           f"load avg {load_average()}")
-    print("RANDOM WEIGHTS: plumbing and timing only, outputs are NOT segmentation results")
+    print(RANDOM_NOTICE)
     rclpy.init()
     workdir = Path(tempfile.mkdtemp(prefix="bench_node_"))
     frames = make_frames(max(args.frames, 8))

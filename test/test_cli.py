@@ -13,9 +13,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from clip_dinoiser_ros.cli.segment import NO_HEADS_MESSAGE, RANDOM_BANNER, main
+from clip_dinoiser_ros.cli.segment import NO_HEADS_MESSAGE, main
 from clip_dinoiser_ros.model import DinoiserHeads, save_checkpoint
-from clip_dinoiser_ros.visualization import class_palette
+from clip_dinoiser_ros.visualization import RANDOM_NOTICE, class_palette
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["background", "person", "cat", "cup"]
@@ -91,13 +91,13 @@ def test_unreadable_images_are_reported_and_the_others_processed(tmp_path, capsy
 def test_random_weights_are_labelled_on_stderr_and_in_the_overlay(tmp_path, capsys):
     path = write_photo(tmp_path, "astronaut.png", skimage.data.astronaut())
     assert run_cli([path], tmp_path / "out") == 0
-    assert RANDOM_BANNER in capsys.readouterr().err
+    assert RANDOM_NOTICE in capsys.readouterr().err
     overlay = np.asarray(Image.open(tmp_path / "out" / "astronaut_overlay.png")).astype(int)
     bottom = overlay[-5:]
     red = (bottom[..., 0] == 200) & (bottom[..., 1] == 0) & (bottom[..., 2] == 0)
     assert red.mean() > 0.9  # the "RANDOM WEIGHTS - NOT A RESULT" band
     metadata = Image.open(tmp_path / "out" / "astronaut_labels.png").text
-    assert metadata["weights"] == RANDOM_BANNER
+    assert metadata["weights"] == RANDOM_NOTICE
 
 
 def test_runs_as_a_module_in_a_fresh_process(tmp_path):

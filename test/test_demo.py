@@ -9,7 +9,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from clip_dinoiser_ros.demo.stream_photos import NO_HEADS_MESSAGE, RANDOM_BANNER, RANDOM_STAMP
+from clip_dinoiser_ros.demo.stream_photos import NO_HEADS_MESSAGE
+from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP
 from clip_dinoiser_ros.visualization import class_palette
 
 PROMPTS = ["background", "person", "cat", "cup", "rocket"]
@@ -32,7 +33,7 @@ def test_random_weights_demo_streams_photos_and_writes_files(tmp_path):
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n--- node log ---\n{log}"
     assert "Traceback" not in result.stdout + result.stderr
     # The banner at the start, in the summary and at the end.
-    assert result.stdout.count(RANDOM_BANNER) >= 3
+    assert result.stdout.count(RANDOM_NOTICE) >= 3
     assert "===== clip-dinoiser-demo summary =====" in result.stdout
     assert "frames sent: 4" in result.stdout and "median" in result.stdout
     assert "node stopped (SIGINT, exit status 0)" in result.stdout

@@ -30,9 +30,8 @@ from clip_dinoiser_ros.model import (
 from clip_dinoiser_ros.model.clip_loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clip_dinoiser_ros.model.engine import BACKGROUND_SETTINGS, MODES
 from clip_dinoiser_ros.model.heads import read_checkpoint
-from clip_dinoiser_ros.visualization import RANDOM_STAMP, class_palette, draw_stamp, overlay
+from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP, class_palette, draw_stamp, overlay
 
-RANDOM_BANNER = "RANDOM WEIGHTS: plumbing/timing only, not a segmentation result"
 RANDOM_SEED = 0
 NO_HEADS_MESSAGE = (
     "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "
@@ -80,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.random_weights:
-        print(RANDOM_BANNER, file=sys.stderr)
+        print(RANDOM_NOTICE, file=sys.stderr)
     try:
         check_arguments(args)
         engine, weights = build_engine(args)
@@ -92,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in tqdm(args.images, unit="image", disable=len(args.images) <= 1, file=sys.stderr):
         failed += not segment_file(engine, path, args, metadata)
     if args.random_weights:
-        print(RANDOM_BANNER, file=sys.stderr)
+        print(RANDOM_NOTICE, file=sys.stderr)
     if failed:
         print(f"error: {failed} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failed else 0
@@ -124,7 +123,7 @@ def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
     started = time.perf_counter()
     if args.random_weights:
         torch.manual_seed(RANDOM_SEED)  # the random heads, reproducible between runs
-        clip_model, heads, weights = random_clip(args.clip_model, device=device), None, RANDOM_BANNER
+        clip_model, heads, weights = random_clip(args.clip_model, device=device), None, RANDOM_NOTICE
     else:
         try:
             heads = read_checkpoint(args.heads)  # a bad heads file fails before the slow CLIP loading

@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from clip_dinoiser_ros.visualization import RANDOM_STAMP
+from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP
 
 NODE_NAME = "clip_dinoiser"
 INPUT_TOPIC = "/demo_camera/image_raw"
@@ -40,7 +40,6 @@ FRAME_ID = "demo_camera"
 FRAME_SIZE = (640, 480)  # width, height
 DEFAULT_PROMPTS = ["background", "person", "cat", "cup", "rocket"]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
-RANDOM_BANNER = "RANDOM WEIGHTS: plumbing only, NOT a segmentation result"
 DDS_TRANSPORTS = "SHM?sockets_size=33554432"
 NO_HEADS_MESSAGE = (
     "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "
@@ -345,7 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     env = configure_environment()
     if args.random_weights:
-        banner(RANDOM_BANNER)
+        banner(RANDOM_NOTICE)
     try:
         check_arguments(args)
         if not args.random_weights:
@@ -399,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if args.random_weights:
-        banner(RANDOM_BANNER)
+        banner(RANDOM_NOTICE)
     return status
 
 
@@ -524,7 +523,7 @@ def summarise(args: argparse.Namespace, results: Results, answered: list[Frame],
     dropped = sorted(f.index for f in results.frames.values() if f.mask is None)
     print("\n===== clip-dinoiser-demo summary =====")
     if args.random_weights:
-        print(f"!!! {RANDOM_BANNER} !!!")
+        print(f"!!! {RANDOM_NOTICE} !!!")
     print(f"model: {args.clip_model} ({'random weights' if args.random_weights else args.clip_pretrained}), "
           f"prompts: {list(args.prompts)}")
     print(f"frames sent: {sent} at {args.rate:g} Hz, answered: {len(answered)}, dropped: {len(dropped)}"

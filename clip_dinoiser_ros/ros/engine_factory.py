@@ -8,7 +8,6 @@ import torch
 from ..model import ClipDinoiser, load_clip, random_clip
 from ..model.engine import resolve_precision
 
-RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: plumbing and timing only, outputs are NOT segmentation results"
 
 
 @dataclass(frozen=True)

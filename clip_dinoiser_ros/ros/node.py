@@ -36,9 +36,10 @@ from ..model.engine import BACKGROUND_SETTINGS, uses_background
 from ..model.vocabulary import parse_prompts
 from ..msg import ClassConfidences, LabelInfo
 from ..srv import SetPrompts
+from ..visualization import RANDOM_NOTICE
 from . import outputs, topics
 from .diagnostics import CameraStats, camera_status
-from .engine_factory import RANDOM_WEIGHTS_WARNING, EngineSettings, build_engine
+from .engine_factory import EngineSettings, build_engine
 from .frame_mailbox import FrameMailbox
 from .image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, check_value
@@ -153,7 +154,7 @@ class ClipDinoiserNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._random_weights:
-            self.get_logger().warning(RANDOM_WEIGHTS_WARNING)
+            self.get_logger().warning(RANDOM_NOTICE)
         topics_in = list(dict.fromkeys(t.strip() for t in self.param("image_topics")))
         self._cameras = {topic: Camera(topic) for topic in topics_in}
         self._mailbox = FrameMailbox(topics_in)

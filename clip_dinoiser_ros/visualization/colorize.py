@@ -23,6 +23,8 @@ BASE_COLOURS = (
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 UNLABELLED = (0, 0, 0)
 RANDOM_STAMP = "RANDOM WEIGHTS - NOT A RESULT"  # stamped on every picture made with random weights
+# The same warning in words, for every log line and console banner about random weights.
+RANDOM_NOTICE = "RANDOM WEIGHTS: plumbing and timing only, outputs are NOT segmentation results"
 LEGEND_BACKDROP = 0.35  # the image under the legend box keeps this fraction of its brightness
 MORE_ROWS_TEXT = "+{} more"
 
