@@ -31,6 +31,7 @@ def assert_valid(segmentation, height, width, classes=3):
     np.testing.assert_allclose(segmentation.probs.sum(axis=0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(segmentation.labels, segmentation.probs.argmax(axis=0))
     np.testing.assert_allclose(segmentation.confidence, segmentation.probs.max(axis=0))
+    np.testing.assert_array_equal(segmentation.class_max, segmentation.probs.reshape(classes, -1).max(axis=1))
 
 
 @pytest.mark.parametrize("height,width", [(360, 480), (480, 360), (9, 17), (1, 1), (16, 16), (3000, 4000)])

@@ -6,6 +6,7 @@ into the model, so one model can serve several threads and input sizes.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,7 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 HEAD_FEATURE_BLOCK = -3  # the heads read ln_2 of block 10 of 12
+POS_CACHE_SIZE = 16  # resized positional embeddings kept (least recently used dropped): input sizes vary
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class DenseClipEncoder(nn.Module):
         self.patch_size = int(visual.conv1.kernel_size[0])
         grid = visual.grid_size
         self.grid_size = (int(grid[0]), int(grid[1]))
-        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self._pos_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._pos_lock = threading.Lock()
         self._value_path: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -55,20 +57,27 @@ class DenseClipEncoder(nn.Module):
         """(1 + h*w, D) embedding: CLS kept, patch grid resized bicubic (align_corners=False, no antialias)."""
         pos = self.visual.positional_embedding
         key = (grid, dtype, pos.device, pos._version)
-        cached = self._pos_cache.get(key)
-        if cached is not None:
-            return cached
-        if grid == self.grid_size:
-            resized = pos
-        else:
-            width = pos.shape[1]
-            patch = pos[1:].reshape(1, *self.grid_size, width).permute(0, 3, 1, 2)
-            patch = F.interpolate(patch.float(), size=grid, mode="bicubic", align_corners=False)
-            resized = torch.cat([pos[:1].float(), patch.permute(0, 2, 3, 1).reshape(-1, width)], dim=0)
-        resized = resized.detach().to(dtype)
+        with self._pos_lock:
+            cached = self._pos_cache.get(key)
+            if cached is not None:
+                self._pos_cache.move_to_end(key)
+                return cached
+        resized = self._resize_positional_embedding(pos, grid).detach().to(dtype)
         with self._pos_lock:
             self._pos_cache[key] = resized
+            self._pos_cache.move_to_end(key)
+            while len(self._pos_cache) > POS_CACHE_SIZE:
+                self._pos_cache.popitem(last=False)
         return resized
+
+    def _resize_positional_embedding(self, pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Computed outside the lock: two threads may both compute a new size, with equal results."""
+        if grid == self.grid_size:
+            return pos
+        width = pos.shape[1]
+        patch = pos[1:].reshape(1, *self.grid_size, width).permute(0, 3, 1, 2)
+        patch = F.interpolate(patch.float(), size=grid, mode="bicubic", align_corners=False)
+        return torch.cat([pos[:1].float(), patch.permute(0, 2, 3, 1).reshape(-1, width)], dim=0)
 
     def fused_value_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
         """out_proj(v_proj(y)) as one affine map: the last block's query/key are never needed."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import preprocessing as pre
 from .dense_clip import DenseClipEncoder
+from .full_resolution import full_resolution
 from .guided_pooling import class_probabilities, filter_background, guided_pool, patch_correlation
 from .heads import HeadsSource, build_heads
 from .text_encoder import PromptEncoder, Vocabulary
@@ -31,8 +32,9 @@ class Segmentation:
     """Per-pixel results at the input image's resolution."""
 
     labels: np.ndarray  # (H, W) int32 class ids
-    probs: np.ndarray  # (K, H, W) float32, sums to 1 over K at every pixel
+    probs: Optional[np.ndarray]  # (K, H, W) float32, sums to 1 over K at every pixel; None if not asked for
     confidence: np.ndarray  # (H, W) float32, the winning probability
+    class_max: np.ndarray  # (K,) float32, each class's highest probability anywhere in the image
     prompts: tuple[str, ...]
 
 
@@ -94,8 +96,13 @@ class ClipDinoiser:
         stride: int = 224,
         background: Optional[bool] = None,
         vocabulary: Optional[Vocabulary] = None,
+        probs: bool = True,
     ) -> Segmentation:
-        """Segment an HxWx3 uint8 RGB image with the active (or the given) vocabulary."""
+        """Segment an HxWx3 uint8 RGB image with the active (or the given) vocabulary.
+
+        ``probs=False`` skips the (K, H, W) map (``Segmentation.probs`` is None): labels, confidence and
+        ``class_max`` are then computed a few classes at a time, with the same values.
+        """
         vocabulary = vocabulary or self._vocabulary
         if vocabulary is None:
             raise RuntimeError("no vocabulary: call set_prompts([...]) before segment()")
@@ -112,16 +119,15 @@ class ClipDinoiser:
             height, width = pixels.shape[-2:]
             resized = pre.resize(pixels, pre.short_side_size(height, width, short_side))
             if mode == "whole":
-                probs = self._crop_probabilities(resized, vocabulary, use_background)
+                inference_probs = self._crop_probabilities(resized, vocabulary, use_background)
             else:
-                probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
-            probs = pre.resize(probs, (height, width))[0]
-            probs = probs / probs.sum(dim=0, keepdim=True)
-            confidence, labels = probs.max(dim=0)
+                inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
+            outputs = full_resolution(inference_probs, (height, width), keep_probs=probs)
             return Segmentation(
-                labels=labels.to(torch.int32).cpu().numpy(),
-                probs=probs.cpu().numpy(),
-                confidence=confidence.cpu().numpy(),
+                labels=outputs.labels.to(torch.int32).cpu().numpy(),
+                probs=None if outputs.probs is None else outputs.probs.cpu().numpy(),
+                confidence=outputs.confidence.cpu().numpy(),
+                class_max=outputs.class_max.cpu().numpy(),
                 prompts=vocabulary.names,
             )
 
