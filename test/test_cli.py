@@ -2,8 +2,10 @@
 
 Random tiny weights keep this fast; the tests check files, formats and error handling, not quality.
 """
+import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +15,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
+import clip_dinoiser_ros.model.heads
 from clip_dinoiser_ros.cli.segment import NO_HEADS_MESSAGE, main
 from clip_dinoiser_ros.model import DinoiserHeads, save_checkpoint
+from clip_dinoiser_ros.model.heads_download import RemoteFile, resolve_heads
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, class_palette
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,11 +137,28 @@ def test_missing_heads_file_exits_2_naming_the_file(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_without_heads_or_random_weights_the_published_heads_are_asked_for(tmp_path, capsys):
+def test_empty_heads_without_random_weights_the_published_heads_are_asked_for(tmp_path, capsys):
+    photo = write_photo(tmp_path, "coffee.png", skimage.data.coffee())
+    assert main([str(photo), "--prompts", *PROMPTS, "--out", str(tmp_path / "out"), "--heads", ""]) == 2
+    err = capsys.readouterr().err
+    assert NO_HEADS_MESSAGE in err and "--heads PATH" in err
+
+
+def test_without_heads_the_published_checkpoint_is_fetched_and_offline_says_where_to_put_it(
+    tmp_path, capsys, monkeypatch
+):
+    with socket.socket() as probe:  # a port nobody listens on: the download fails at once, as offline
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/checkpoints/last.pt"
+    offline = functools.partial(resolve_heads, published=RemoteFile(url, "0" * 40))
+    monkeypatch.setattr(clip_dinoiser_ros.model.heads, "resolve_heads", offline)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     photo = write_photo(tmp_path, "coffee.png", skimage.data.coffee())
     assert main([str(photo), "--prompts", *PROMPTS, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert NO_HEADS_MESSAGE in err and "--heads PATH" in err
+    assert f"could not download the CLIP-DINOiser heads checkpoint from {url}" in err
+    assert str(tmp_path / "cache" / "clip_dinoiser_ros" / "heads") in err and "--heads PATH" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

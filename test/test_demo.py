@@ -3,13 +3,14 @@
 Random tiny weights keep this fast; the checks are about plumbing (exit codes, files, banners), not quality.
 """
 import os
+import socket
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
 
-from clip_dinoiser_ros.demo.stream_photos import NO_HEADS_MESSAGE
+from clip_dinoiser_ros.demo.stream_photos import NO_HEADS_MESSAGE, build_parser, check_weights
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP
 from clip_dinoiser_ros.visualization import class_palette
 
@@ -55,12 +56,22 @@ def test_random_weights_demo_streams_photos_and_writes_files(tmp_path):
     assert "RANDOM WEIGHTS" in RANDOM_STAMP
 
 
+def test_the_published_heads_are_the_default_and_empty_heads_are_asked_for(tmp_path):
+    assert build_parser().parse_args([]).heads == "published"  # `make demo` needs no arguments
+    args = build_parser().parse_args(["--heads", "", "--clip-pretrained", str(tmp_path / "absent.bin")])
+    assert check_weights(args)[0] == NO_HEADS_MESSAGE
+
+
 def test_without_weights_the_demo_stops_with_instructions(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path)}
     out = tmp_path / "demo"
-    result = run_demo("--out", str(out), env=env, timeout=120)
+    with socket.socket() as probe:  # a port nobody listens on: the heads download fails at once, as offline
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/checkpoints/last.pt"
+    result = run_demo("--out", str(out), "--heads", url, env=env, timeout=120)
     assert result.returncode == 2, f"{result.stdout}\n{result.stderr}"
-    assert NO_HEADS_MESSAGE in result.stderr
+    assert f"could not download the CLIP-DINOiser heads checkpoint from {url}" in result.stderr
+    assert str(tmp_path / "clip_dinoiser_ros" / "heads") in result.stderr and "--heads PATH" in result.stderr
     assert "ViT-B-16/laion2b_s34b_b88k are not in the cache" in result.stderr
     assert "make demo WEIGHTS=random" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

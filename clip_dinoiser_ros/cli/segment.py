@@ -2,6 +2,8 @@
 
 Exit codes: 0 all images written, 1 some images failed (each reported, the others still processed),
 2 nothing could run (arguments, prompts, missing weights or heads checkpoint).
+
+The heads default to ``published``: the paper's checkpoint, downloaded once into the user cache and verified.
 """
 from __future__ import annotations
 
@@ -30,12 +32,14 @@ from clip_dinoiser_ros.model import (
 from clip_dinoiser_ros.model.clip_loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clip_dinoiser_ros.model.engine import BACKGROUND_SETTINGS, MODES
 from clip_dinoiser_ros.model.heads import read_checkpoint
+from clip_dinoiser_ros.model.heads_download import PUBLISHED
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP, class_palette, draw_stamp, overlay
 
 RANDOM_SEED = 0
 NO_HEADS_MESSAGE = (
-    "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "
-    "CLIP-DINOiser (github.com/wysoczanska/clip_dinoiser), or --random-weights to test the plumbing only"
+    "CLIP-DINOiser needs its trained heads: --heads published (the default: the paper's checkpoint from "
+    "github.com/wysoczanska/clip_dinoiser, downloaded once), an http(s) URL, or --heads PATH to a local "
+    "checkpoints/last.pt; or --random-weights to test the plumbing only"
 )
 CONFIDENCE_SCALE = 65535
 PNG_COMPRESS_LEVEL = 3  # a third of the default level's time for files ~8% larger
@@ -55,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any format PIL reads)")
     parser.add_argument("--prompts", nargs="+", required=True, help="class names; class i gets label i")
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--heads", type=Path, help="the published CLIP-DINOiser heads checkpoint (checkpoints/last.pt)")
+    weights.add_argument(
+        "--heads",
+        default=PUBLISHED,
+        help="heads checkpoint: 'published' (default: the paper's checkpoints/last.pt, downloaded once and "
+        "cached), an http(s) URL (downloaded once and cached), or a local file",
+    )
     weights.add_argument(
         "--random-weights",
         action="store_true",
@@ -109,7 +118,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
     if clashes:
         raise SetupError(f"several inputs are named {', '.join(clashes)}: their outputs would overwrite each other")
-    if not args.random_weights and args.heads is None:
+    if not args.random_weights and not args.heads:
         raise SetupError(NO_HEADS_MESSAGE)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -126,9 +135,11 @@ def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
         clip_model, heads, weights = random_clip(args.clip_model, device=device), None, RANDOM_NOTICE
     else:
         try:
-            heads = read_checkpoint(args.heads)  # a bad heads file fails before the slow CLIP loading
+            heads = read_checkpoint(args.heads)  # a bad heads source fails before the slow CLIP loading
         except CheckpointError as error:
             raise SetupError(f"--heads: {error}; expected the published checkpoints/last.pt of CLIP-DINOiser") from error
+        except WeightsUnavailableError as error:
+            raise SetupError(f"{error}\n(on the command line: --heads PATH)") from error
         try:
             clip_model = load_clip(args.clip_model, args.clip_pretrained, device=device)
         except WeightsUnavailableError as error:

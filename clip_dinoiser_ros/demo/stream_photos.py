@@ -9,8 +9,9 @@ summary, and writes <n>_input.png, <n>_mask.png (palette PNG, pixel = class id) 
 Exit codes: 0 frames were answered and the node stopped cleanly; 1 the node failed, never got ready
 or answered nothing; 2 nothing could start (no weights, bad arguments); 130 interrupted (Ctrl-C).
 
-Without --random-weights the published CLIP-DINOiser heads checkpoint (--heads) and the pretrained
-CLIP weights are required; with it both are random and the output is NOT a segmentation result.
+Without --random-weights the CLIP-DINOiser heads (--heads, default ``published``: the paper's checkpoint,
+downloaded once into the user cache) and the pretrained CLIP weights are required; with it both are random
+and the output is NOT a segmentation result.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from clip_dinoiser_ros.model.heads_download import PUBLISHED
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP
 
 NODE_NAME = "clip_dinoiser"
@@ -42,11 +44,13 @@ DEFAULT_PROMPTS = ["background", "person", "cat", "cup", "rocket"]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
 DDS_TRANSPORTS = "SHM?sockets_size=33554432"
 NO_HEADS_MESSAGE = (
-    "CLIP-DINOiser needs its trained heads: pass --heads PATH to the published checkpoints/last.pt of "
-    "CLIP-DINOiser (github.com/wysoczanska/clip_dinoiser)"
+    "CLIP-DINOiser needs its trained heads: --heads published (the default: the paper's checkpoint from "
+    "github.com/wysoczanska/clip_dinoiser, downloaded once), an http(s) URL, or --heads PATH to a local "
+    "checkpoints/last.pt"
 )
 RANDOM_HINT = (
-    "With the weights:  make demo DEMO_ARGS='--heads /path/to/checkpoints/last.pt'\n"
+    "The heads (--heads published, the default) are downloaded once into the user cache; with a local copy run:\n"
+    "    make demo DEMO_ARGS='--heads /path/to/checkpoints/last.pt'\n"
     "To check the plumbing (node, topics, latency) without weights run:  make demo WEIGHTS=random\n"
     "(or clip-dinoiser-demo --random-weights); its output is NOT a segmentation result."
 )
@@ -61,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--random-weights", action="store_true",
                         help="random CLIP and heads: plumbing and timing only, the output means nothing")
-    parser.add_argument("--heads", default="", help="the published CLIP-DINOiser heads checkpoint (checkpoints/last.pt)")
+    parser.add_argument("--heads", default=PUBLISHED,
+                        help="heads checkpoint: 'published' (default: the paper's checkpoints/last.pt, downloaded "
+                        "once and cached), an http(s) URL (downloaded once and cached), or a local file")
     parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name (default: ViT-B-16)")
     parser.add_argument("--clip-pretrained", default="laion2b_s34b_b88k",
                         help="open_clip pretrained tag or a local weights file")
@@ -124,9 +130,11 @@ def check_weights(args: argparse.Namespace) -> list[str]:
         problems.append(NO_HEADS_MESSAGE)
     else:
         try:
-            read_checkpoint(args.heads)
+            read_checkpoint(args.heads)  # downloads 'published' or a URL into the cache the node reads
         except CheckpointError as error:
             problems.append(f"--heads: {error}; expected the published checkpoints/last.pt of CLIP-DINOiser")
+        except WeightsUnavailableError as error:
+            problems.append(f"{error}\n(here: --heads PATH)")
     try:
         resolve_pretrained_file(args.clip_model, args.clip_pretrained)
     except WeightsUnavailableError as error:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError
+from .heads_download import resolve_heads
 
 HEAD_KEYS = ("obj_proj.weight", "obj_proj.bias", "bkg_decoder.weight", "bkg_decoder.bias")
 # Sub-modules of the reference model whose weights may ride along in a saved state dict.
@@ -44,9 +45,12 @@ def expected_shapes(feature_dim: int, projection_dim: int) -> dict[str, tuple[in
     }
 
 
-def read_checkpoint(path: Union[str, Path]) -> Mapping[str, torch.Tensor]:
-    """Read a checkpoint safely (``weights_only``) and return its model state dict."""
-    path = Path(path)
+def read_checkpoint(source: Union[str, Path]) -> Mapping[str, torch.Tensor]:
+    """Read a checkpoint safely (``weights_only``) and return its model state dict.
+
+    A ``str`` may also be ``published`` or an http(s) URL: downloaded once into the user cache first.
+    """
+    path = resolve_heads(source) if isinstance(source, str) else Path(source)
     if not path.is_file():
         raise CheckpointError(f"heads checkpoint {path} does not exist")
     try:
@@ -91,7 +95,7 @@ def validate_state_dict(state: Mapping[str, torch.Tensor], feature_dim: int) -> 
 
 
 def build_heads(source: HeadsSource, feature_dim: int) -> DinoiserHeads:
-    """Heads from a checkpoint path, a state dict, or ``None`` for explicitly random weights."""
+    """Heads from a checkpoint (path, ``published`` or URL), a state dict, or ``None`` for explicitly random weights."""
     if source is None:
         return DinoiserHeads(feature_dim).eval()
     state = read_checkpoint(source) if isinstance(source, (str, Path)) else source

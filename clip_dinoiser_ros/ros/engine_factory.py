@@ -7,6 +7,7 @@ import torch
 
 from ..model import ClipDinoiser, load_clip, random_clip
 from ..model.engine import resolve_precision
+from ..model.heads import read_checkpoint
 
 
 
@@ -41,11 +42,11 @@ def build_engine(settings: EngineSettings) -> ClipDinoiser:
     else:
         if not settings.heads:
             raise ValueError(
-                "parameter 'heads' is empty: set it to the CLIP-DINOiser checkpoint (checkpoints/last.pt), "
-                "or set random_weights:=true for plumbing tests"
+                "parameter 'heads' is empty: set it to 'published' (the paper's checkpoint, downloaded once), "
+                "an http(s) URL or a local checkpoints/last.pt, or set random_weights:=true for plumbing tests"
             )
+        heads = read_checkpoint(settings.heads)  # download and read first: a bad source fails before CLIP loads
         clip_model = load_clip(settings.clip_model, settings.clip_pretrained, device=str(device))
-        heads = settings.heads
     return ClipDinoiser(
         clip_model,
         heads,

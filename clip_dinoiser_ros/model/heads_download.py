@@ -1,0 +1,168 @@
+"""Where the heads checkpoint comes from: ``published`` (the paper's file), any http(s) URL, or a local file.
+
+Remote files are downloaded once into the user cache (``$XDG_CACHE_HOME/clip_dinoiser_ros/heads``, default
+``~/.cache/...``) under a name derived from their URL. A download goes to a hidden ``.part`` file in the cache
+folder, is verified, and only then renamed into place, so an interrupted or refused download never becomes a
+cache hit. Files with a known git blob id (the published one) are verified on every use as well: hashing 7 MB
+takes milliseconds, and a corrupted or wrongly hand-placed cache file must not be trusted forever.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Optional, Union
+
+from .errors import CheckpointError, WeightsUnavailableError
+
+PUBLISHED = "published"
+URL_SCHEMES = ("http://", "https://")
+DEFAULT_TIMEOUT_S = 30.0  # per socket operation, not for the whole file
+CHUNK_BYTES = 1 << 20
+URL_HASH_CHARS = 16
+ACCEPTED_FORMS = (
+    f"'{PUBLISHED}' (the paper's checkpoint, downloaded once and cached), an http:// or https:// URL "
+    "(downloaded once and cached), or the path of a local checkpoint file such as checkpoints/last.pt"
+)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A downloadable checkpoint; ``git_blob_id`` (when known) is checked after download and on every use."""
+
+    url: str
+    git_blob_id: Optional[str] = None
+
+
+PUBLISHED_HEADS = RemoteFile(
+    "https://github.com/wysoczanska/clip_dinoiser/raw/a954aae6fb61f5ff18834e50a0c78a2258cd9afb/checkpoints/last.pt",
+    "0b6c94d9c439ebac7bcb07fe805be3654ea03c7f",
+)
+
+
+def git_blob_id(path: Union[str, Path]) -> str:
+    """The id git gives the file's content (SHA-1 of ``blob <size>\\0`` + bytes): comparable with the repository."""
+    path = Path(path)
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as source:
+        for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def heads_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/clip_dinoiser_ros/heads``; an unset, empty or relative XDG_CACHE_HOME means ~/.cache."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "clip_dinoiser_ros" / "heads"
+
+
+def cache_file_name(url: str) -> str:
+    """A hash of the whole URL (distinct URLs never collide) plus its basename (readable in a listing)."""
+    basename = PurePosixPath(urllib.parse.urlsplit(url).path).name or "heads.pt"
+    safe_basename = re.sub(r"[^A-Za-z0-9._-]", "_", basename)
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:URL_HASH_CHARS]}-{safe_basename}"
+
+
+def resolve_heads(
+    source: str,
+    *,
+    published: RemoteFile = PUBLISHED_HEADS,
+    cache_dir: Optional[Path] = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """The local file for a heads source, downloading (once) what is remote."""
+    if source == PUBLISHED:
+        return cached_download(published, cache_dir or heads_cache_dir(), timeout)
+    if source.startswith(URL_SCHEMES):
+        known_id = published.git_blob_id if source == published.url else None
+        return cached_download(RemoteFile(source, known_id), cache_dir or heads_cache_dir(), timeout)
+    path = Path(source)
+    if path.is_file():
+        return path
+    raise CheckpointError(f"heads checkpoint {source} does not exist; heads accepts {ACCEPTED_FORMS}")
+
+
+def cached_download(remote: RemoteFile, cache_dir: Path, timeout: float) -> Path:
+    """The cached copy of ``remote``, verified when its blob id is known; downloaded only when absent."""
+    target = cache_dir / cache_file_name(remote.url)
+    if target.is_file():
+        actual = blob_id_mismatch(remote, target)
+        if actual:
+            raise CheckpointError(
+                f"heads checkpoint refused: the cached file {target} has git blob id {actual}, expected "
+                f"{remote.git_blob_id} for {remote.url}; delete it to download it again"
+            )
+        return target
+    download(remote, target, timeout)
+    return target
+
+
+def download(remote: RemoteFile, target: Path, timeout: float) -> None:
+    """Fetch into a hidden temporary file next to ``target``, verify, rename; on any failure remove it."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as error:
+        raise unavailable(remote, target, f"cannot write to the cache folder {target.parent}: {error}") from error
+    temporary = Path(temporary_name)
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            fetch(remote, sink, target, timeout)
+        actual = blob_id_mismatch(remote, temporary)
+        if actual:
+            raise CheckpointError(
+                f"heads checkpoint refused: the download from {remote.url} has git blob id {actual}, expected "
+                f"{remote.git_blob_id}; nothing was kept"
+            )
+        os.replace(temporary, target)
+    except BaseException:  # Ctrl-C included: a partial file must never be left behind
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def fetch(remote: RemoteFile, sink: BinaryIO, target: Path, timeout: float) -> None:
+    """Copy the response body into ``sink``; any network problem becomes WeightsUnavailableError."""
+    request = urllib.request.Request(remote.url, headers={"User-Agent": "clip_dinoiser_ros"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            announced = response.headers.get("Content-Length")
+            shutil.copyfileobj(response, sink, CHUNK_BYTES)
+    except urllib.error.HTTPError as error:
+        raise unavailable(remote, target, f"HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:
+        raise unavailable(remote, target, str(error.reason)) from error
+    except (OSError, http.client.HTTPException) as error:
+        raise unavailable(remote, target, f"{type(error).__name__}: {error}") from error
+    received = sink.tell()
+    if announced is not None and announced.isdigit() and received != int(announced):
+        # http.client returns a short body silently when the connection drops before Content-Length.
+        raise unavailable(remote, target, f"the connection ended after {received} of {announced} bytes")
+
+
+def blob_id_mismatch(remote: RemoteFile, path: Path) -> Optional[str]:
+    """The file's blob id when it differs from the known one; None when it matches or none is known."""
+    if remote.git_blob_id is None:
+        return None
+    actual = git_blob_id(path)
+    return actual if actual != remote.git_blob_id else None
+
+
+def unavailable(remote: RemoteFile, target: Path, reason: str) -> WeightsUnavailableError:
+    """One message with everything needed offline: what failed and why, where the file goes, the alternative."""
+    lines = [
+        f"could not download the CLIP-DINOiser heads checkpoint from {remote.url}: {reason}.",
+        f"Download it on a connected machine and place it at\n    {target}",
+    ]
+    if remote.git_blob_id:
+        lines.append(f"(it is checked against git blob id {remote.git_blob_id})")
+    lines.append("or pass a local file instead: heads:=/path/to/last.pt")
+    return WeightsUnavailableError("\n".join(lines))
