@@ -30,7 +30,8 @@ from clip_dinoiser_ros.model import (
     random_clip,
 )
 from clip_dinoiser_ros.model.clip_loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from clip_dinoiser_ros.model.engine import BACKGROUND_SETTINGS, MODES
+from clip_dinoiser_ros.model.engine import MODES
+from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
 from clip_dinoiser_ros.model.heads import read_checkpoint
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP, class_palette, draw_stamp, overlay

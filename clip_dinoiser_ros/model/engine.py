@@ -18,13 +18,12 @@ from .guided_pooling import class_probabilities, filter_background, guided_pool,
 from .heads import HeadsSource, build_heads
 from .text_encoder import PromptEncoder, Vocabulary
 from .templates import TemplatesSpec
+from .vocabulary import uses_background
 
 MODES = ("whole", "slide")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MAX_WHOLE_PATCHES = 16384  # beyond this one attention pass needs gigabytes: use slide mode
 SLIDE_BATCH = 4
-BACKGROUND_PROMPT = "background"
-BACKGROUND_SETTINGS = {"auto": None, "on": True, "off": False}  # user-facing names of `background=`
 
 
 @dataclass(frozen=True)
@@ -198,12 +197,3 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda" and dtype != torch.float32:
         raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on {device.type}")
     return dtype
-
-
-def uses_background(vocabulary: Vocabulary, background: Optional[bool]) -> bool:
-    """Automatic: on exactly when class 0 is named "background", as in the reference."""
-    if background is None:
-        return vocabulary.names[0].casefold() == BACKGROUND_PROMPT
-    if background and len(vocabulary) < 2:
-        raise ValueError("background filtering needs class 0 plus at least one other class")
-    return bool(background)

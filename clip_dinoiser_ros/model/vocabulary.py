@@ -6,11 +6,16 @@ scored by the best-matching synonym.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .text_encoder import Vocabulary
 
 SYNONYM_SEPARATOR = "|"
 DEFAULT_MAX_PROMPTS = 256
 DEFAULT_MAX_PROMPT_LENGTH = 200
+BACKGROUND_PROMPT = "background"
+BACKGROUND_SETTINGS = {"auto": None, "on": True, "off": False}  # user-facing names of `background=`
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,12 @@ def parse_prompts(
     if duplicates:
         raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
     return tuple(classes)
+
+
+def uses_background(vocabulary: Vocabulary, background: Optional[bool]) -> bool:
+    """Automatic: on exactly when class 0 is named "background", as in the reference."""
+    if background is None:
+        return vocabulary.names[0].casefold() == BACKGROUND_PROMPT
+    if background and len(vocabulary) < 2:
+        raise ValueError("background filtering needs class 0 plus at least one other class")
+    return bool(background)
