@@ -24,6 +24,7 @@ PIP := $(VPY) -m pip
 BUILD := build
 STAMPS := $(BUILD)/stamps
 CMAKE_BUILD := $(BUILD)/cmake
+SITE_PACKAGES = $(VENV_ABS)/lib/python3.11/site-packages
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Every dependency of the package is pinned in setup.py (install_requires + extras 'test'); the
@@ -71,7 +72,7 @@ venv: $(STAMPS)/deps
 install:
 	@mkdir -p $(BUILD)
 	@flock $(BUILD)/.install.lock $(MAKE) --no-print-directory install-unlocked
-install-unlocked: $(STAMPS)/package
+install-unlocked: $(STAMPS)/package $(STAMPS)/ros-tools
 
 # The venv: created once with Python 3.11 (the ROS wheels are cp311). pyvenv.cfg marks it (make
 # would follow bin/python's symlink to the interpreter's own, old, mtime).
@@ -93,10 +94,12 @@ $(STAMPS)/deps: setup.py $(STAMPS)/bootstrap
 # the wheels' exported CMake files at this venv's Python and numpy include directories (they name
 # /opt/python/cp311-cp311/..., the wheels' build image). CMake's ament_python_install_package
 # leaves a clip_dinoiser_ros-*.egg-info, which pip cannot uninstall ("distutils installed
-# project") and which would shadow pip's own metadata: it is removed, pip owns the metadata.
+# project") and which would shadow pip's own metadata: it is removed, pip owns the metadata. The
+# generated Python is made afresh: rosidl_generator_py keeps a removed message in its __init__.py.
 $(STAMPS)/interfaces: CMakeLists.txt package.xml setup.py $(INTERFACES) $(SHARE_FILES) \
 		.ci/fix_ament_paths.py $(STAMPS)/deps
 	$(VPY) .ci/fix_ament_paths.py $(VENV_ABS)
+	rm -rf $(CMAKE_BUILD)/rosidl_generator_py $(SITE_PACKAGES)/clip_dinoiser_ros/msg $(SITE_PACKAGES)/clip_dinoiser_ros/srv
 	AMENT_PREFIX_PATH=$(VENV_ABS) CMAKE_PREFIX_PATH=$(VENV_ABS) \
 	  cmake -S . -B $(CMAKE_BUILD) -Wno-dev \
 	    -DCMAKE_BUILD_TYPE=Release \
@@ -106,7 +109,13 @@ $(STAMPS)/interfaces: CMakeLists.txt package.xml setup.py $(INTERFACES) $(SHARE_
 	    -DCLIP_DINOISER_INSTALL_PYTHON_SOURCES=OFF
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL cmake --build $(CMAKE_BUILD) -j $(JOBS)
 	cmake --install $(CMAKE_BUILD) > $(CMAKE_BUILD)/install.log || { cat $(CMAKE_BUILD)/install.log; exit 1; }
-	rm -rf $(VENV_ABS)/lib/python3.11/site-packages/clip_dinoiser_ros-*.egg-info
+	rm -rf $(SITE_PACKAGES)/clip_dinoiser_ros-*.egg-info
+	touch $@
+
+# The ROS 2 tools no registry serves (ros2 CLI, launch, vision_msgs, composition_interfaces), from
+# ../shared/ros2-src or their pinned upstream tags; afterwards .venv/bin/ros2 works with nothing sourced.
+$(STAMPS)/ros-tools: .ci/install_ros2_tools.sh .ci/ros2-tools-requirements.txt .ci/fix_ament_paths.py $(STAMPS)/deps
+	bash .ci/install_ros2_tools.sh $(VENV_ABS) $(BUILD)/ros2-tools
 	touch $@
 
 # Our Python package, NOT editable, after the interfaces. setuptools' build/lib cache is dropped so
