@@ -37,3 +37,24 @@ def restamped(message, frame_id: str | None = None):
 
 def same_header(a: Header, b: Header) -> bool:
     return (a.stamp.sec, a.stamp.nanosec, a.frame_id) == (b.stamp.sec, b.stamp.nanosec, b.frame_id)
+
+
+def synthetic_rgb(width: int = 480, height: int = 360, seed: int = 0) -> np.ndarray:
+    """A frame the tests make themselves (no shared data needed): colour gradients, shapes and noise."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width]
+    rgb = np.stack([xs * 255 // max(width - 1, 1), ys * 255 // max(height - 1, 1),
+                    (xs + ys) * 255 // max(width + height - 2, 1)], axis=-1).astype(np.int32)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        radius = int(rng.integers(10, max(11, min(width, height) // 3)))
+        inside = (xs - x0) ** 2 + (ys - y0) ** 2 < radius ** 2
+        rgb[inside] = rng.integers(0, 256, size=3)
+    rgb += rng.integers(-12, 13, size=rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def mono_message(gray: np.ndarray, frame_id: str = "camera") -> Image:
+    height, width = gray.shape
+    return Image(header=unique_header(frame_id), height=height, width=width, encoding="mono8",
+                 step=width, data=np.ascontiguousarray(gray).tobytes())

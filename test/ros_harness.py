@@ -40,14 +40,19 @@ def node_executable() -> str:
 class NodeProcess:
     """The clip_dinoiser node in its own process, started with --params-file, stopped with SIGINT."""
 
-    def __init__(self, directory: Path, parameters: dict[str, Any], name: str = "clip_dinoiser") -> None:
+    def threads(self) -> int:
+        """Threads of the node process now (Python's, DDS's, torch's)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            return int(next(line.split()[1] for line in status if line.startswith("Threads:")))
+
+    def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.params_file = directory / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({name: {"ros__parameters": parameters}}))
+        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
         self.log_file = directory / "node.log"
         self._log = open(self.log_file, "wb")
         self.process = subprocess.Popen(
-            [node_executable(), "--ros-args", "--params-file", str(self.params_file)],
+            [node_executable(), "--ros-args", "--params-file", str(self.params_file), *ros_arguments],
             stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
         )
 

@@ -5,8 +5,7 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
-from frame_sources import camvid_frames
-from node_frames import rgb_message
+from node_frames import rgb_message, synthetic_rgb
 from ros_harness import NodeProcess, publish_until_answered, wait_until
 
 TOPIC = "/lifecycle_cam/image_raw"
@@ -25,7 +24,7 @@ def state(probe):
 
 def serves_a_frame(probe, node, collector, publisher, timeout=20):
     try:
-        publish_until_answered(node, publisher, collector, rgb_message(camvid_frames(1)[0]), timeout)
+        publish_until_answered(node, publisher, collector, rgb_message(synthetic_rgb()), timeout)
         return True
     except AssertionError:
         return False
@@ -114,7 +113,7 @@ def check_clean_sigint(probe, node):
         node_segments = {line.split()[-1] for line in maps if "/dev/shm/fastdds_" in line}
     assert node_segments, "the node should be using shared memory while streaming"
     for _ in range(20):
-        publisher.publish(rgb_message(camvid_frames(1)[0]))
+        publisher.publish(rgb_message(synthetic_rgb()))
     assert node.stop() == 0
     log = node.log()
     assert "Traceback" not in log, log
@@ -122,6 +121,9 @@ def check_clean_sigint(probe, node):
 
 
 def test_missing_weights_fail_configure_with_the_fetch_instructions(ros, tmp_path):
+    from clip_dinoiser_ros.model import DinoiserHeads, save_checkpoint
+
+    save_checkpoint(DinoiserHeads(768), tmp_path / "last.pt", epoch=1)  # the heads are read before CLIP
     node = NodeProcess(tmp_path, {"image_topics": [TOPIC], "heads": str(tmp_path / "last.pt")})
     assert node.process.wait(120) == 1
     log = node.log()

@@ -1,15 +1,23 @@
-"""Every output topic of the node, for real frames (CamVid, Spot raw and compressed) over DDS."""
+"""Every output topic of the node over DDS, for generated frames and, where present, real ones (CamVid, Spot)."""
+import cv2
 import numpy as np
 import pytest
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import LabelInfo
 
 from frame_sources import camvid_frames, spot_messages
-from node_frames import restamped, rgb_message
+from node_frames import jpeg_message, mono_message, restamped, rgb_message, synthetic_rgb
 from ros_harness import publish_until_answered, running_node, wait_until
 
 PROMPTS = ["background", "road", "traffic light", "car|truck"]
+NAMES = ["background", "road", "traffic light", "car"]
 TOPICS = {
+    "rgb": "/gen_rgb/image_raw",
+    "jpeg": "/gen_jpeg/image_raw/compressed",
+    "mono": "/gen_mono/image",
     "camvid": "/camvid/image_raw",
     "spot_raw": "/spot_raw/image_raw",
     "spot_jpeg": "/spot_jpeg/image_raw/compressed",
@@ -30,6 +38,36 @@ def node(ros, tmp_path_factory):
         yield process
 
 
+@pytest.fixture(scope="module")
+def parameters(probe, node):
+    client = AsyncParameterClient(probe.node, "clip_dinoiser")
+    assert client.wait_for_services(timeout_sec=30), node.log()
+    return client
+
+
+def set_parameter(client, name, value):
+    future = client.set_parameters([Parameter(name, value=value)])
+    wait_until(future.done, 20, "set_parameters answer")
+    return future.result().results[0]
+
+
+def frame(source):
+    """(message, width, height) of one input frame: generated ones always, real ones when the data exists."""
+    if source == "rgb":
+        return rgb_message(synthetic_rgb(480, 360), "gen"), 480, 360
+    if source == "jpeg":
+        return jpeg_message(synthetic_rgb(320, 240, seed=3), "gen"), 320, 240
+    if source == "mono":
+        return mono_message(cv2.cvtColor(synthetic_rgb(200, 150, seed=4), cv2.COLOR_RGB2GRAY), "gen"), 200, 150
+    if source == "camvid":
+        return rgb_message(camvid_frames(1)[0], "camvid"), 480, 360
+    if source == "spot_raw":
+        return restamped(spot_messages(compressed=False)["/spot/camera/hand_color/image"]), 640, 480
+    if source == "spot_jpeg":
+        return restamped(spot_messages(compressed=True)["/spot/camera/hand_color/image/compressed"]), 640, 480
+    return restamped(spot_messages(compressed=False)["/spot/camera/frontleft/image"]), 640, 480
+
+
 def send_until_answered(probe, node, topic, message, output_topic, output_type=Image, timeout=30.0):
     """Publish ``message`` until the output for its stamp arrives; return that output."""
     from clip_dinoiser_ros.ros.topics import output_topic as output_name
@@ -39,21 +77,14 @@ def send_until_answered(probe, node, topic, message, output_topic, output_type=I
     return publish_until_answered(node, publisher, collector, message, timeout)
 
 
-@pytest.mark.parametrize("source", ["camvid", "spot_raw", "spot_jpeg", "spot_mono"])
+@pytest.mark.parametrize("source", list(TOPICS))
 def test_mask_confidence_and_summary_match_the_input_frame(node, probe, source):
-    if source == "camvid":
-        message = rgb_message(camvid_frames(1)[0], "camvid")
-    elif source == "spot_raw":
-        message = restamped(spot_messages(compressed=False)["/spot/camera/hand_color/image"])
-    elif source == "spot_jpeg":
-        message = restamped(spot_messages(compressed=True)["/spot/camera/hand_color/image/compressed"])
-    else:
-        message = restamped(spot_messages(compressed=False)["/spot/camera/frontleft/image"])
+    message, width, height = frame(source)
     topic = TOPICS[source]
-    width, height = (640, 480) if source.startswith("spot") else (480, 360)
 
     mask = send_until_answered(probe, node, topic, message, "mask")
     assert (mask.encoding, mask.width, mask.height) == ("mono8", width, height)
+    assert mask.header == message.header
     labels = np.frombuffer(bytes(mask.data), np.uint8).reshape(height, mask.step)[:, :width]
     assert labels.max() < len(PROMPTS)
 
@@ -65,7 +96,7 @@ def test_mask_confidence_and_summary_match_the_input_frame(node, probe, source):
     from clip_dinoiser_ros.msg import ClassConfidences
 
     summary = send_until_answered(probe, node, topic, message, "class_confidences", ClassConfidences)
-    assert list(summary.labels) == ["background", "road", "traffic light", "car"]
+    assert list(summary.labels) == NAMES
     assert summary.vocabulary_version >= 1
     assert sum(summary.coverage) == pytest.approx(1.0, abs=1e-4)
     for coverage, mean, best in zip(summary.coverage, summary.mean_confidence, summary.max_confidence):
@@ -74,39 +105,99 @@ def test_mask_confidence_and_summary_match_the_input_frame(node, probe, source):
 
 
 def test_overlay_and_per_class_topics_are_published_while_subscribed(node, probe):
-    message = rgb_message(camvid_frames(2)[1], "camvid")
-    overlay = send_until_answered(probe, node, TOPICS["camvid"], message, "overlay")
+    message = rgb_message(synthetic_rgb(seed=1), "gen")
+    overlay = send_until_answered(probe, node, TOPICS["rgb"], message, "overlay")
     assert (overlay.encoding, overlay.width, overlay.height) == ("rgb8", 480, 360)
-    per_class = send_until_answered(probe, node, TOPICS["camvid"], message, "confidence/traffic_light")
+    per_class = send_until_answered(probe, node, TOPICS["rgb"], message, "confidence/traffic_light")
     assert (per_class.encoding, per_class.width, per_class.height) == ("32FC1", 480, 360)
     probabilities = np.frombuffer(bytes(per_class.data), np.float32)
     assert 0.0 <= probabilities.min() and probabilities.max() <= 1.0 + 1e-6
 
 
+def test_confidence_as_mono8_is_round_255_p_of_the_32fc1_image(node, probe, parameters):
+    message = rgb_message(synthetic_rgb(seed=2), "gen")
+    as_float = send_until_answered(probe, node, TOPICS["rgb"], message, "confidence")
+    assert set_parameter(parameters, "confidence_encoding", "mono8").successful
+    try:
+        as_byte = wait_until(lambda: (m := send_until_answered(probe, node, TOPICS["rgb"], restamped(message),
+                                                               "confidence")).encoding == "mono8" and m,
+                             30, "a mono8 confidence image")
+    finally:
+        assert set_parameter(parameters, "confidence_encoding", "32FC1").successful
+    expected = np.rint(np.frombuffer(bytes(as_float.data), np.float32) * 255.0)
+    got = np.frombuffer(bytes(as_byte.data), np.uint8).reshape(360, as_byte.step)[:, :480].ravel()
+    assert (as_byte.width, as_byte.height, as_byte.step) == (480, 360, 480)
+    assert np.abs(got.astype(int) - expected).max() <= 1  # the same frame segmented twice, float rounding aside
+    refused = set_parameter(parameters, "confidence_encoding", "mono16")
+    assert not refused.successful and "32FC1, mono8" in refused.reason
+
+
 def test_late_subscriber_gets_the_vocabulary_at_once(node, probe):
-    from clip_dinoiser_ros.msg import LabelInfo
-
-    wait_until(lambda: probe.node.count_publishers("/camvid/segmentation/label_info") > 0, 30, "label_info publisher")
-    late = probe.collect(LabelInfo, "/camvid/segmentation/label_info", LATCHED)
+    wait_until(lambda: probe.node.count_publishers("/gen_rgb/segmentation/label_info") > 0, 30, "label_info publisher")
+    late = probe.collect(LabelInfo, "/gen_rgb/segmentation/label_info", LATCHED)
     info = wait_until(late.last, 10, "latched label_info")
-    assert list(info.class_names) == ["background", "road", "traffic light", "car"]
-    assert list(info.class_ids) == [0, 1, 2, 3]
-    assert info.vocabulary_version >= 1 and info.threshold == 0.0
+    assert [(c.class_id, c.class_name) for c in info.class_map] == list(enumerate(NAMES))
+    assert info.threshold == 0.0
 
 
-def test_diagnostics_report_each_camera(node, probe):
+def test_label_info_is_republished_when_the_threshold_changes(node, probe, parameters):
+    infos = probe.collect(LabelInfo, "/gen_jpeg/segmentation/label_info", LATCHED)
+    wait_until(infos.last, 10, "latched label_info")
+    assert set_parameter(parameters, "confidence_threshold", 0.5).successful
+    try:
+        info = wait_until(lambda: (m := infos.last()).threshold == 0.5 and m, 10, "label_info with threshold 0.5")
+        assert [c.class_name for c in info.class_map] == NAMES
+        message = jpeg_message(synthetic_rgb(320, 240, seed=5), "gen")
+        mask = send_until_answered(probe, node, TOPICS["jpeg"], message, "mask")
+        confidence = send_until_answered(probe, node, TOPICS["jpeg"], restamped(message), "confidence")
+        labels = np.frombuffer(bytes(mask.data), np.uint8)
+        below = np.frombuffer(bytes(confidence.data), np.float32) < 0.5
+        assert below.any() and (labels[below] == 255).all() and (labels[~below] < len(NAMES)).all()
+    finally:
+        assert set_parameter(parameters, "confidence_threshold", 0.0).successful
+    wait_until(lambda: infos.last().threshold == 0.0, 10, "label_info back at threshold 0")
+
+
+def diagnostics_of(probe, collector, expected):
+    def ours():  # /diagnostics is shared by every node of the domain
+        found = collector.matching(lambda a: expected <= {status.name for status in a.status})
+        return found[-1] if found else None
+
+    return wait_until(ours, 10, f"diagnostics with the statuses {expected}")
+
+
+def test_diagnostics_report_each_camera_and_the_vocabulary(node, probe):
     from diagnostic_msgs.msg import DiagnosticArray
 
     collector = probe.collect(DiagnosticArray, "/diagnostics")
-    expected = {f"clip_dinoiser: {topic}" for topic in TOPICS.values()}
-
-    def ours():  # /diagnostics is shared by every node of the domain
-        found = collector.matching(lambda a: {status.name for status in a.status} == expected)
-        return found[-1] if found else None
-
-    array = wait_until(ours, 10, f"diagnostics with the statuses {expected}")
+    expected = {f"/clip_dinoiser: {topic}" for topic in TOPICS.values()} | {"/clip_dinoiser: vocabulary"}
+    array = diagnostics_of(probe, collector, expected)
     values = {kv.key: kv.value for kv in array.status[0].values}
     for key in ("input_rate_hz", "output_rate_hz", "frames_dropped", "latency_p50_ms", "latency_p95_ms",
                 "device", "precision", "vocabulary"):
         assert key in values
     assert values["device"] == "cpu" and values["random_weights"] == "true"
+
+
+def test_a_rejected_frame_warns_only_for_a_while(node, probe):
+    """WARN while frames were rejected recently, OK again once good frames flow (a window, not since start)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    from clip_dinoiser_ros.ros.diagnostics import WINDOW_S
+
+    name = f"/clip_dinoiser: {TOPICS['mono']}"
+    collector = probe.collect(DiagnosticArray, "/diagnostics")
+    publisher = probe.node.create_publisher(Image, TOPICS["mono"], 10)
+    bad = Image(header=rgb_message(synthetic_rgb(8, 8)).header, height=8, width=8, encoding="weird42", step=8,
+                data=bytes(64))
+
+    def level():
+        array = diagnostics_of(probe, collector, {name})
+        return next(s for s in array.status if s.name == name).level
+
+    for _ in range(3):
+        publisher.publish(bad)
+    wait_until(lambda: level() == DiagnosticStatus.WARN, 10, "WARN after rejected frames")
+    good, _, _ = frame("mono")
+    send_until_answered(probe, node, TOPICS["mono"], good, "mask")
+    wait_until(lambda: level() == DiagnosticStatus.OK, WINDOW_S + 5, "OK once the rejections are older than the window")

@@ -5,9 +5,9 @@ import pytest
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from vision_msgs.msg import LabelInfo
 
-from frame_sources import camvid_frames
-from node_frames import rgb_message
+from node_frames import rgb_message, synthetic_rgb
 from ros_harness import publish_until_answered, running_node, wait_until
 
 TOPIC = "/prompts_cam/image_raw"
@@ -42,52 +42,55 @@ def set_prompts_parameter(client, value, type_=Parameter.Type.STRING_ARRAY):
 
 @pytest.fixture(scope="module")
 def label_info(probe, node):
-    from clip_dinoiser_ros.msg import LabelInfo
-
     return probe.collect(LabelInfo, "/prompts_cam/segmentation/label_info", LATCHED)
+
+
+def class_names(info):
+    return [c.class_name for c in info.class_map]
 
 
 def current_vocabulary(label_info):
     return wait_until(label_info.last, 30, "label_info")
 
 
-def wait_for_vocabulary(label_info, names, timeout=60, version=None):
+def segment_once(probe, node):
+    """The per-class summary of one fresh frame: its labels and vocabulary_version are the ones in effect."""
+    from clip_dinoiser_ros.msg import ClassConfidences
+
+    collector = probe.collect(ClassConfidences, "/prompts_cam/segmentation/class_confidences")
+    publisher = probe.node.create_publisher(type(rgb_message(synthetic_rgb(64, 48))), TOPIC, 10)
+    return publish_until_answered(node, publisher, collector, rgb_message(synthetic_rgb(64, 48)))
+
+
+def wait_for_vocabulary(probe, node, label_info, names, timeout=60, version=None):
+    """Wait until ``names`` (at ``version``) are in effect: label_info names them and frames carry them."""
     def current():
-        info = current_vocabulary(label_info)
-        if list(info.class_names) == names and version in (None, info.vocabulary_version):
-            return info
+        if class_names(current_vocabulary(label_info)) != names:
+            return None
+        summary = segment_once(probe, node)
+        if list(summary.labels) == names and version in (None, summary.vocabulary_version):
+            return summary
         return None
 
     return wait_until(current, timeout, f"vocabulary {names} (version {version})", interval=0.3)
 
 
-def apply_prompts(probe, label_info, names):
+def apply_prompts(probe, node, label_info, names):
     """Set prompts through ~/set_prompts and wait until exactly that request is in effect."""
     from clip_dinoiser_ros.srv import SetPrompts
 
     client = probe.node.create_client(SetPrompts, "/clip_dinoiser/set_prompts")
     response = probe.call(client, SetPrompts.Request(prompts=names))
     assert response.success, response.message
-    return wait_for_vocabulary(label_info, names, version=response.vocabulary_version)
-
-
-def segment_once(probe, node):
-    from clip_dinoiser_ros.msg import ClassConfidences
-
-    collector = probe.collect(ClassConfidences, "/prompts_cam/segmentation/class_confidences")
-    publisher = probe.node.create_publisher(type(rgb_message(camvid_frames(1)[0])), TOPIC, 10)
-    return publish_until_answered(node, publisher, collector, rgb_message(camvid_frames(1)[0]))
+    return wait_for_vocabulary(probe, node, label_info, names, version=response.vocabulary_version)
 
 
 def test_parameter_change_applies_like_ros2_param_set(probe, node, parameters, label_info):
-    before = wait_for_vocabulary(label_info, ["floor", "wall"]).vocabulary_version
+    before = wait_for_vocabulary(probe, node, label_info, ["floor", "wall"]).vocabulary_version
     result = set_prompts_parameter(parameters, ["floor", "chair|seat", "person"])
     assert result.successful, result.reason
-    info = wait_for_vocabulary(label_info, ["floor", "chair", "person"])
-    assert info.vocabulary_version > before
-    summary = segment_once(probe, node)
-    assert list(summary.labels) == ["floor", "chair", "person"]
-    assert summary.vocabulary_version == info.vocabulary_version
+    summary = wait_for_vocabulary(probe, node, label_info, ["floor", "chair", "person"])
+    assert summary.vocabulary_version > before
 
 
 @pytest.mark.parametrize(
@@ -98,27 +101,27 @@ def test_parameter_change_applies_like_ros2_param_set(probe, node, parameters, l
         (["floor", "Floor"], Parameter.Type.STRING_ARRAY, "duplicate"),
         ([f"class {i}" for i in range(7)], Parameter.Type.STRING_ARRAY, "max_prompts"),
         (["x" * 41], Parameter.Type.STRING_ARRAY, "characters long"),
-        (3, Parameter.Type.INTEGER, "type"),
+        (3, Parameter.Type.INTEGER, "not a string array"),
     ],
 )
 def test_invalid_prompts_are_rejected_with_a_reason_and_the_old_vocabulary_stays(probe, node, parameters, label_info,
                                                                                  value,
                                                                                  type_, reason):
     good = ["road", "car"]
-    version = apply_prompts(probe, label_info, good).vocabulary_version
+    version = apply_prompts(probe, node, label_info, good).vocabulary_version
     result = set_prompts_parameter(parameters, value, type_)
     assert not result.successful
     assert reason in result.reason
     time.sleep(0.5)
-    info = current_vocabulary(label_info)
-    assert list(info.class_names) == good and info.vocabulary_version == version
-    assert list(segment_once(probe, node).labels) == good
+    assert class_names(current_vocabulary(label_info)) == good
+    summary = segment_once(probe, node)
+    assert list(summary.labels) == good and summary.vocabulary_version == version
 
 
 def test_set_prompts_service_applies_and_keeps_the_parameter_in_sync(probe, node, parameters, label_info):
     from clip_dinoiser_ros.srv import SetPrompts
 
-    info = apply_prompts(probe, label_info, ["sky", "tree", "traffic light"])
+    info = apply_prompts(probe, node, label_info, ["sky", "tree", "traffic light"])
     future = parameters.get_parameters(["prompts"])
     wait_until(future.done, 10, "get_parameters")
     assert list(future.result().values[0].string_array_value) == ["sky", "tree", "traffic light"]
@@ -150,8 +153,5 @@ def test_prompt_spam_ends_with_the_last_vocabulary_and_the_node_keeps_serving(pr
     wait_until(lambda: all(f.done() for f in futures), 30, "50 answers")
     assert time.monotonic() - started < 10
     assert all(f.result().results[0].successful for f in futures)
-    info = wait_for_vocabulary(label_info, ["object 49", "thing 49"], timeout=60)
-    summary = segment_once(probe, node)
-    assert list(summary.labels) == ["object 49", "thing 49"]
-    assert summary.vocabulary_version == info.vocabulary_version
+    summary = wait_for_vocabulary(probe, node, label_info, ["object 49", "thing 49"], timeout=60)
     assert node.alive()

@@ -5,8 +5,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
-from frame_sources import camvid_frames
-from node_frames import jpeg_message, rgb_message
+from node_frames import jpeg_message, rgb_message, synthetic_rgb
 from ros_harness import NodeProcess, wait_until
 
 CAMERAS = {"/rt_front/image_raw": Image, "/rt_rear/image_raw/compressed": CompressedImage}
@@ -23,7 +22,7 @@ def test_two_cameras_at_30_hz_against_a_slow_model_keep_latency_bounded(probe, t
         publishers = {t: probe.node.create_publisher(kind, t, 10) for t, kind in CAMERAS.items()}
         masks = {t: probe.collect(Image, t.split("/image_raw")[0] + "/segmentation/mask") for t in CAMERAS}
         diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
-        frames = camvid_frames(3)
+        frames = [synthetic_rgb(seed=seed) for seed in range(3)]
         wait_until(lambda: all(probe.node.count_subscribers(t) for t in CAMERAS), 120, "node subscriptions")
 
         started, sent = time.monotonic(), 0
@@ -53,7 +52,7 @@ def test_two_cameras_at_30_hz_against_a_slow_model_keep_latency_bounded(probe, t
             if array is None:
                 return None
             values = {s.name: {kv.key: kv.value for kv in s.values} for s in array.status}
-            counts = [int(values.get(f"clip_dinoiser: {t}", {}).get("frames_dropped", 0)) for t in CAMERAS]
+            counts = [int(values.get(f"/clip_dinoiser: {t}", {}).get("frames_dropped", 0)) for t in CAMERAS]
             return counts if all(counts) else None
 
         counts = wait_until(dropped, 5, "dropped frames in diagnostics")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from frame_sources import camvid_frames, spot_messages
-from node_frames import jpeg_message, restamped, rgb_message, same_header, unique_header
+from frame_sources import spot_messages
+from node_frames import jpeg_message, restamped, rgb_message, same_header, synthetic_rgb, unique_header
 from ros_harness import publish_until_answered, running_node, wait_until
 
 RAW = "/robust_raw/image_raw"
@@ -43,7 +43,7 @@ def jpeg(data: bytes):
 
 
 def good_jpeg_bytes():
-    ok, encoded = cv2.imencode(".jpg", camvid_frames(1)[0])
+    ok, encoded = cv2.imencode(".jpg", synthetic_rgb())
     return encoded.tobytes()
 
 
@@ -53,7 +53,8 @@ def huge_png_bytes():
 
 
 BAD_FRAMES = {
-    "unsupported 16UC1 depth": lambda: restamped(spot_messages(False)["/spot/depth/frontleft/image"]),
+    "unsupported 16UC1 depth": lambda: raw(48, 64, "16UC1", bytes(48 * 64 * 2), step=64 * 2),
+    "unsupported 16UC1 depth (real Spot frame)": lambda: restamped(spot_messages(False)["/spot/depth/frontleft/image"]),
     "unknown encoding": lambda: raw(4, 4, "weird42", bytes(48)),
     "step smaller than a row": lambda: raw(10, 10, "rgb8", bytes(300), step=20),
     "data shorter than height*step": lambda: raw(100, 100, "rgb8", bytes(1000)),
@@ -69,7 +70,7 @@ BAD_FRAMES = {
 
 def assert_good_frame_still_served(node, io, topic):
     publisher, collector = io[topic]
-    frame = camvid_frames(2)[1]
+    frame = synthetic_rgb(seed=1)
     message = rgb_message(frame) if topic == RAW else jpeg_message(frame)
     mask = publish_until_answered(node, publisher, collector, message)
     assert (mask.width, mask.height, mask.encoding) == (480, 360, "mono8")
@@ -91,17 +92,15 @@ def test_rejections_are_logged_with_the_reason_and_counted(node, probe, io):
     from diagnostic_msgs.msg import DiagnosticArray
 
     publisher, _ = io[RAW]
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    wait_until(lambda: publisher.get_subscription_count() > 0, 30, "the node subscribed to the raw camera")
     publisher.publish(raw(100, 100, "rgb8", bytes(1000)))
     assert_good_frame_still_served(node, io, RAW)
-    wait_until(lambda: "frame rejected" in node.log(), 10, "a warning in the node log")
-    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    wait_until(lambda: "frame rejected: data holds 1000 bytes" in node.log(), 10, "this frame's warning in the log")
 
     def rejected_count():
-        array = diagnostics.last()
-        if array is None:
-            return None
-        status = [s for s in array.status if s.name.endswith(RAW)]
-        values = {kv.key: kv.value for kv in status[0].values} if status else {}
-        return int(values.get("frames_rejected", 0)) or None
+        statuses = [s for array in diagnostics.matching(lambda _: True) for s in array.status if s.name.endswith(RAW)]
+        counts = [int(kv.value) for s in statuses for kv in s.values if kv.key == "frames_rejected"]
+        return max(counts, default=0) or None
 
     assert wait_until(rejected_count, 10, "frames_rejected in diagnostics") >= 1

@@ -36,7 +36,7 @@ class Recorder:
             self.encode,
             lambda version, vocabulary: self.ready.append((version, vocabulary)),
             lambda version, error: self.errors.append((version, str(error))),
-            initial=(1, ("floor",)),
+            initial=(1, ("floor",)), initial_prompts=["floor"],
         )
 
 

@@ -417,8 +417,9 @@ def run(args: argparse.Namespace, node: NodeProcess, photos: list[tuple[str, np.
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
+    from vision_msgs.msg import LabelInfo
 
-    from clip_dinoiser_ros.msg import ClassConfidences, LabelInfo
+    from clip_dinoiser_ros.msg import ClassConfidences
     from clip_dinoiser_ros.ros.image_codec import array_to_image
 
     context = rclpy.Context()
@@ -466,9 +467,8 @@ def stream(args, node, photos, demo, publisher, results: Results, array_to_image
                   f"ends with:\n{node.tail()}", file=sys.stderr, flush=True)
             return 1
         time.sleep(0.1)
-    names = list(results.label_info.class_names)
-    print(f"node ready after {time.monotonic() - started:.1f} s; classes (vocabulary v"
-          f"{results.label_info.vocabulary_version}): {names}", flush=True)
+    names = [vision_class.class_name for vision_class in results.label_info.class_map]
+    print(f"node ready after {time.monotonic() - started:.1f} s; classes: {names}", flush=True)
 
     # ---- stream at a steady rate; every frame gets a unique stamp (the time it is sent)
     print(f"streaming {args.frames} frames at {args.rate:g} Hz on {INPUT_TOPIC} "

@@ -1,84 +1,129 @@
-"""Per-camera health figures for /diagnostics: rates, drops, latency percentiles."""
+"""Health figures for /diagnostics: per-camera rates, drops and latency, and the vocabulary's state.
+
+Levels describe the last ``WINDOW_S`` seconds, not the time since start: a WARN clears by itself once
+its cause has stopped. Times are monotonic, so levels behave the same under ``use_sim_time``.
+"""
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-LATENCY_WINDOW = 200
+LATENCY_WINDOW = 200  # frames behind the latency percentiles
+WINDOW_S = 5.0  # seconds a problem keeps its WARN after it was last seen
+
+
+@dataclass(frozen=True)
+class CameraReport:
+    """One camera's figures at one diagnostics tick."""
+
+    input_hz: float
+    output_hz: float
+    received: int
+    published: int
+    rejected: int
+    recently_received: int
+    recently_published: int
+    recently_rejected: int
+    last_error: str
+    latency_p50_ms: float
+    latency_p95_ms: float
 
 
 class CameraStats:
-    """Counters updated by callbacks and the worker; read once a second."""
+    """Counters updated by callbacks and the worker; ``report`` is called once per diagnostics tick."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self.received = 0
-        self.published = 0
-        self.rejected = 0
-        self.last_error = ""
+        self._received = self._published = self._rejected = 0
+        self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._window_start = time.monotonic()
-        self._window_counts = (0, 0)
+        self._history: deque[tuple[float, int, int, int]] = deque([(clock(), 0, 0, 0)])
 
     def on_received(self) -> None:
         with self._lock:
-            self.received += 1
+            self._received += 1
 
     def on_published(self, latency_s: float) -> None:
         with self._lock:
-            self.published += 1
+            self._published += 1
             self._latencies.append(latency_s)
 
     def on_rejected(self, reason: str) -> None:
         with self._lock:
-            self.rejected += 1
-            self.last_error = reason
+            self._rejected += 1
+            self._last_error = reason
 
-    def rates(self) -> tuple[float, float]:
-        """Input and output rates (Hz) since the previous call."""
+    def report(self) -> CameraReport:
+        """Rates since the previous report, counts over the window, latency over the last frames."""
         with self._lock:
-            now = time.monotonic()
-            elapsed = max(now - self._window_start, 1e-9)
-            received, published = self._window_counts
-            rates = ((self.received - received) / elapsed, (self.published - published) / elapsed)
-            self._window_start, self._window_counts = now, (self.received, self.published)
-            return rates
+            now = self._clock()
+            counts = (self._received, self._published, self._rejected)
+            previous_time, *previous = self._history[-1]
+            while len(self._history) > 1 and now - self._history[1][0] >= WINDOW_S:
+                self._history.popleft()
+            _, *window_start = self._history[0]
+            self._history.append((now, *counts))
+            elapsed = max(now - previous_time, 1e-9)
+            latencies = np.fromiter(self._latencies, float)
+        p50, p95 = np.percentile(latencies, [50, 95]) * 1000.0 if latencies.size else (float("nan"),) * 2
+        recent = [now_count - start for now_count, start in zip(counts, window_start)]
+        return CameraReport(
+            input_hz=(counts[0] - previous[0]) / elapsed,
+            output_hz=(counts[1] - previous[1]) / elapsed,
+            received=counts[0], published=counts[1], rejected=counts[2],
+            recently_received=recent[0], recently_published=recent[1], recently_rejected=recent[2],
+            last_error=self._last_error, latency_p50_ms=float(p50), latency_p95_ms=float(p95),
+        )
 
-    def latency_percentiles_ms(self) -> tuple[float, float]:
-        with self._lock:
-            if not self._latencies:
-                return float("nan"), float("nan")
-            p50, p95 = np.percentile(np.fromiter(self._latencies, float), [50, 95])
-            return 1000.0 * p50, 1000.0 * p95
 
-
-def camera_status(node_name: str, topic: str, stats: CameraStats, dropped: int, context: dict[str, str]) -> DiagnosticStatus:
-    input_hz, output_hz = stats.rates()
-    p50, p95 = stats.latency_percentiles_ms()
+def camera_status(name: str, report: CameraReport, dropped: int, context: dict[str, str]) -> DiagnosticStatus:
     level, message = DiagnosticStatus.OK, "ok"
-    if stats.rejected and stats.last_error:
-        level, message = DiagnosticStatus.WARN, f"rejected frames; last: {stats.last_error}"
-    elif input_hz > 0 and output_hz == 0:
-        level, message = DiagnosticStatus.WARN, "receiving frames but not publishing yet"
+    if report.recently_rejected:
+        level = DiagnosticStatus.WARN
+        message = f"{report.recently_rejected} frames rejected in the last {WINDOW_S:g} s; last: {report.last_error}"
+    elif report.recently_received and not report.recently_published:
+        level, message = DiagnosticStatus.WARN, f"frames received but none published in the last {WINDOW_S:g} s"
     values = {
-        "input_rate_hz": f"{input_hz:.2f}",
-        "output_rate_hz": f"{output_hz:.2f}",
-        "frames_received": str(stats.received),
-        "frames_published": str(stats.published),
+        "input_rate_hz": f"{report.input_hz:.2f}",
+        "output_rate_hz": f"{report.output_hz:.2f}",
+        "frames_received": str(report.received),
+        "frames_published": str(report.published),
         "frames_dropped": str(dropped),
-        "frames_rejected": str(stats.rejected),
-        "latency_p50_ms": f"{p50:.1f}",
-        "latency_p95_ms": f"{p95:.1f}",
+        "frames_rejected": str(report.rejected),
+        "latency_p50_ms": f"{report.latency_p50_ms:.1f}",
+        "latency_p95_ms": f"{report.latency_p95_ms:.1f}",
         **context,
     }
-    return DiagnosticStatus(
-        level=level,
-        name=f"{node_name}: {topic}",
-        message=message,
-        hardware_id=context.get("device", ""),
-        values=[KeyValue(key=k, value=v) for k, v in values.items()],
-    )
+    return _status(level, name, message, context.get("device", ""), values)
+
+
+class VocabularyHealth:
+    """The last vocabulary failure, WARN for ``WINDOW_S`` after it happened."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failure: Optional[tuple[float, str]] = None
+
+    def on_failed(self, reason: str) -> None:
+        self._failure = (self._clock(), reason)
+
+    def status(self, name: str, context: dict[str, str]) -> DiagnosticStatus:
+        failure = self._failure
+        if failure is not None and self._clock() - failure[0] < WINDOW_S:
+            level, message = DiagnosticStatus.WARN, f"prompts refused by the model, kept the previous: {failure[1]}"
+        else:
+            level, message = DiagnosticStatus.OK, "ok"
+        values = {**context, "last_failure": failure[1] if failure else ""}
+        return _status(level, name, message, context.get("device", ""), values)
+
+
+def _status(level: bytes, name: str, message: str, hardware_id: str, values: dict[str, str]) -> DiagnosticStatus:
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])

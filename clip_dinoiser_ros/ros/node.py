@@ -1,53 +1,56 @@
 """The ``clip_dinoiser`` lifecycle node: a thin shell that converts messages and calls the engine.
 
-configure loads the model, activate starts subscriptions, publishers and the inference worker,
-deactivate stops them, cleanup frees the model. Frames are handed over latest-only (FrameMailbox),
-prompt changes are encoded off the frame path (VocabularySwitcher).
+configure loads the model, activate starts subscriptions, publishers and the inference worker (all
+or nothing), deactivate stops them, cleanup frees the model. Frames are handed over latest-only
+(FrameMailbox), prompt changes are encoded off the frame path (VocabularySwitcher), and whatever
+creates or destroys publishers runs on the executor's thread. torch is imported at configure, so a
+refused start-up value is reported before the model libraries load.
 """
 from __future__ import annotations
 
 import gc
+import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo
 
 try:  # rclpy >= 9 (Kilted): waits and dispatches in C++, so the inference thread rarely waits for the GIL
     from rclpy.experimental import EventsExecutor as Executor
 except ImportError:  # older rclpy
     from rclpy.executors import SingleThreadedExecutor as Executor
 
-from ..model import Vocabulary, WeightsUnavailableError, CheckpointError
-from ..model.engine import BACKGROUND_SETTINGS, uses_background
-from ..model.vocabulary import parse_prompts
-from ..msg import ClassConfidences, LabelInfo
+from ..model.errors import CheckpointError, WeightsUnavailableError
+from ..model.vocabulary import BACKGROUND_SETTINGS, uses_background
+from ..msg import ClassConfidences
 from ..srv import SetPrompts
 from ..visualization import RANDOM_NOTICE
 from . import outputs, topics
-from .diagnostics import CameraStats, camera_status
-from .engine_factory import EngineSettings, build_engine
+from .diagnostics import CameraStats, VocabularyHealth, camera_status
 from .frame_mailbox import FrameMailbox
 from .image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
-from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, check_value
+from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, refusals
 from .torch_threads import run_on_short_lived_thread
 from .vocabulary_switcher import VocabularySwitcher
 
+if TYPE_CHECKING:
+    from ..model import Segmentation, Vocabulary
+
 NODE_NAME = "clip_dinoiser"
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# Like camera_info: a late subscriber (Nav2's layer: reliable, transient local) gets the current map at once.
 LABEL_INFO_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
@@ -58,14 +61,25 @@ LOG_THROTTLE_S = 2.0
 class Camera:
     """One input topic and everything published for it."""
 
-    topic: str
+    names: topics.CameraTopics
     stats: CameraStats = field(default_factory=CameraStats)
     publishers: dict[str, Any] = field(default_factory=dict)
     class_publishers: dict[str, Any] = field(default_factory=dict)
     subscription: Any = None
 
-    def output(self, name: str) -> str:
-        return topics.output_topic(self.topic, name)
+    @property
+    def topic(self) -> str:
+        return self.names.input
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The outputs of one frame that somebody subscribes to (the mask is always published)."""
+
+    confidence: bool
+    class_confidences: bool
+    overlay: bool
+    class_maps: bool
 
 
 class ClipDinoiserNode(LifecycleNode):
@@ -73,11 +87,13 @@ class ClipDinoiserNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        self.refused_at_start = self._refuse_bad_start_values()
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._engine = None
-        self._switcher = None
+        self._switcher: Optional[VocabularySwitcher] = None
         self._vocabulary_service = None
+        self._vocabulary_health = VocabularyHealth()
         self._cameras: dict[str, Camera] = {}
         self._mailbox: Optional[FrameMailbox] = None
         self._worker: Optional[threading.Thread] = None
@@ -88,62 +104,81 @@ class ClipDinoiserNode(LifecycleNode):
 
     # ---------------------------------------------------------------- parameters
     def param(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        return SPECS[name].normalise(self.get_parameter(name).value)
+
+    def _values(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+
+    def _refuse_bad_start_values(self) -> dict[str, str]:
+        """Check what params files, ``-p`` and launch set; refused values fall back to their defaults.
+
+        The parameters were declared with dynamic typing, so rclpy took every value as it came.
+        """
+        values = self._values()
+        refused = refusals(values, values)
+        if refused:
+            self.set_parameters([Parameter(name, value=SPECS[name].default) for name in refused])
+        return refused
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        proposed = {p.name: p.value for p in parameters}
-        for parameter in parameters:
-            reason = check_value(parameter.name, parameter.value)
-            if reason is None and parameter.name == "prompts":
-                reason = self._prompts_problem(
-                    parameter.value,
-                    proposed.get("max_prompts", self.param("max_prompts")),
-                    proposed.get("max_prompt_length", self.param("max_prompt_length")),
-                )
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
-
-    @staticmethod
-    def _prompts_problem(prompts: Any, max_prompts: int, max_length: int) -> Optional[str]:
-        try:
-            parse_prompts(list(prompts) if isinstance(prompts, (list, tuple)) else prompts,
-                          max_prompts=max_prompts, max_length=max_length)
-        except ValueError as error:
-            return f"prompts rejected: {error}"
-        return None
+        refused = refusals({p.name: p.value for p in parameters}, self._values())
+        return SetParametersResult(successful=not refused, reason="; ".join(refused.values()))
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         for parameter in parameters:
-            applies = SPECS[parameter.name].applies if parameter.name in SPECS else LIVE
-            if parameter.name == "prompts" and self._switcher is not None:
-                version = self._switcher.request(list(parameter.value))
-                self.get_logger().info(f"encoding vocabulary v{version}: {list(parameter.value)}")
-            elif parameter.name in ("gamma", "delta") and self._engine is not None:
-                setattr(self._engine, parameter.name, float(parameter.value))
+            name = parameter.name
+            if name not in SPECS:
+                continue
+            self.refused_at_start.pop(name, None)
+            applies = SPECS[name].applies
+            if name == "prompts" and self._switcher is not None:
+                prompts = self.param("prompts")
+                version = self._switcher.request(prompts)
+                if version != self._switcher.active[0]:
+                    self.get_logger().info(f"encoding vocabulary v{version}: {prompts}")
+            elif name in ("gamma", "delta") and self._engine is not None:
+                setattr(self._engine, name, self.param(name))
+            elif name == "confidence_threshold" and self._switcher is not None:
+                self._publish_label_info()
             elif applies == REACTIVATE:
-                self.get_logger().info(f"{parameter.name} takes effect on the next activate")
+                self.get_logger().info(f"{name} takes effect on the next activate")
             elif applies != LIVE:
                 self.get_logger().warning(
-                    f"{parameter.name} takes effect on the next configure (deactivate, cleanup, configure, activate)"
+                    f"{name} takes effect on the next configure (deactivate, cleanup, configure, activate)"
                 )
+
+    def _on_executor(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the executor's thread (rclpy entities are created and destroyed there only)."""
+        executor = self.executor
+        if executor is None:
+            job()
+        else:
+            executor.create_task(job)
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.refused_at_start:
+            self.get_logger().error(
+                f"configure refused until these start-up values are set to allowed ones (ros2 param set): "
+                f"{'; '.join(self.refused_at_start.values())}"
+            )
+            return TransitionCallbackReturn.FAILURE
+        from .engine_factory import EngineSettings, build_engine  # torch and open_clip load here
+
         settings = EngineSettings(**{name: self.param(name) for name in EngineSettings.__dataclass_fields__})
+        prompts = self.param("prompts")
         try:
             started = time.monotonic()
             self._engine = run_on_short_lived_thread(lambda: build_engine(settings), "model-loader")
-            vocabulary = run_on_short_lived_thread(
-                lambda: self._encode_prompts(list(self.param("prompts"))), "vocabulary-encoder"
-            )
+            vocabulary = run_on_short_lived_thread(lambda: self._encode_prompts(prompts), "vocabulary-encoder")
         except (WeightsUnavailableError, CheckpointError, ValueError, TypeError, RuntimeError) as error:
             self._engine = None
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
         self._random_weights = settings.random_weights
         self._switcher = VocabularySwitcher(
-            self._encode_prompts, self._on_vocabulary_ready, self._on_vocabulary_error, initial=(1, vocabulary)
+            self._encode_prompts, self._on_vocabulary_ready, self._on_vocabulary_error,
+            initial=(1, vocabulary), initial_prompts=prompts,
         )
         self._vocabulary_service = self.create_service(SetPrompts, "~/set_prompts", self._handle_set_prompts)
         self.get_logger().info(
@@ -153,29 +188,16 @@ class ClipDinoiserNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            plans = topics.plan_cameras(self.param("image_topics"), self.resolve_topic_name)
+            self._start_streaming(plans)
+        except Exception as error:  # nothing of a failed activation may stay behind
+            self._stop_streaming()
+            self.get_logger().error(f"activate failed, staying inactive: {error}")
+            return TransitionCallbackReturn.FAILURE
         if self._random_weights:
             self.get_logger().warning(RANDOM_NOTICE)
-        topics_in = list(dict.fromkeys(t.strip() for t in self.param("image_topics")))
-        self._cameras = {topic: Camera(topic) for topic in topics_in}
-        self._mailbox = FrameMailbox(topics_in)
-        for camera in self._cameras.values():
-            self._create_outputs(camera)
-        version, vocabulary = self._switcher.active
-        self._publish_vocabulary(version, vocabulary)
-        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._worker.start()
-        reliability = (
-            ReliabilityPolicy.RELIABLE if self.param("input_reliability") == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        )
-        input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
-        for camera in self._cameras.values():
-            message_type = CompressedImage if topics.is_compressed(camera.topic) else Image
-            camera.subscription = self.create_subscription(
-                message_type, camera.topic, lambda msg, c=camera: self._on_image(c, msg), input_qos
-            )
-        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"active on {topics_in}")
+        self.get_logger().info(f"active on {[plan.input for plan in plans]}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -191,7 +213,32 @@ class ClipDinoiserNode(LifecycleNode):
         self._release_model()
         return TransitionCallbackReturn.SUCCESS
 
+    def _start_streaming(self, plans: list[topics.CameraTopics]) -> None:
+        """Publishers, subscriptions, diagnostics, then the worker; the caller undoes it on any error."""
+        self._cameras = {plan.input: Camera(plan) for plan in plans}
+        self._mailbox = FrameMailbox(list(self._cameras))
+        for camera in self._cameras.values():
+            self._create_outputs(camera)
+        self._publish_label_info()
+        reliability = (
+            ReliabilityPolicy.RELIABLE if self.param("input_reliability") == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        )
+        input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        for camera in self._cameras.values():
+            message_type = CompressedImage if topics.is_compressed(camera.topic) else Image
+            camera.subscription = self.create_subscription(
+                message_type, camera.topic, lambda msg, c=camera: self._on_image(c, msg), input_qos
+            )
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # A steady clock: diagnostics keep their 1 Hz under use_sim_time, paused bags included.
+        self._diagnostics_timer = self.create_timer(
+            1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._worker.start()
+
     def _stop_streaming(self) -> None:
+        """Undo ``_start_streaming``, however far it got."""
         for camera in self._cameras.values():
             if camera.subscription is not None:
                 self.destroy_subscription(camera.subscription)
@@ -203,8 +250,10 @@ class ClipDinoiserNode(LifecycleNode):
             self._worker = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._diagnostics_publisher is not None:
             self.destroy_publisher(self._diagnostics_publisher)
-            self._diagnostics_timer = self._diagnostics_publisher = None
+            self._diagnostics_publisher = None
         with self._outputs_lock:
             for camera in self._cameras.values():
                 for publisher in [*camera.publishers.values(), *camera.class_publishers.values()]:
@@ -230,15 +279,10 @@ class ClipDinoiserNode(LifecycleNode):
     # ---------------------------------------------------------------- outputs
     def _create_outputs(self, camera: Camera) -> None:
         with self._outputs_lock:
-            camera.publishers = {
-                "mask": self.create_publisher(Image, camera.output("mask"), OUTPUT_QOS),
-                "confidence": self.create_publisher(Image, camera.output("confidence"), OUTPUT_QOS),
-                "class_confidences": self.create_publisher(
-                    ClassConfidences, camera.output("class_confidences"), OUTPUT_QOS
-                ),
-                "overlay": self.create_publisher(Image, camera.output("overlay"), OUTPUT_QOS),
-                "label_info": self.create_publisher(LabelInfo, camera.output("label_info"), LABEL_INFO_QOS),
-            }
+            for name, topic in camera.names.outputs.items():
+                message_type = {"class_confidences": ClassConfidences, "label_info": LabelInfo}.get(name, Image)
+                qos = LABEL_INFO_QOS if name == "label_info" else OUTPUT_QOS
+                camera.publishers[name] = self.create_publisher(message_type, topic, qos)
 
     def _sync_class_publishers(self, camera: Camera, vocabulary: Vocabulary) -> None:
         """One confidence/<class> topic per prompt: new classes appear, removed ones disappear."""
@@ -247,20 +291,19 @@ class ClipDinoiserNode(LifecycleNode):
             self.destroy_publisher(camera.class_publishers.pop(token))
         for token in wanted - set(camera.class_publishers):
             camera.class_publishers[token] = self.create_publisher(
-                Image, camera.output(f"confidence/{token}"), OUTPUT_QOS
+                Image, topics.output_topic(camera.topic, f"confidence/{token}"), OUTPUT_QOS
             )
 
-    def _publish_vocabulary(self, version: int, vocabulary: Vocabulary) -> None:
+    def _publish_label_info(self) -> None:
+        """The active vocabulary and threshold, to every camera (executor thread: creates publishers)."""
+        if self._switcher is None:
+            return
+        _, vocabulary = self._switcher.active
+        header = Header(stamp=self.get_clock().now().to_msg())
+        message = outputs.label_info(vocabulary.names, self.param("confidence_threshold"), header)
         with self._outputs_lock:
             for camera in self._cameras.values():
                 self._sync_class_publishers(camera, vocabulary)
-                message = LabelInfo(
-                    vocabulary_version=version,
-                    class_ids=list(range(len(vocabulary))),
-                    class_names=list(vocabulary.names),
-                    threshold=float(self.param("confidence_threshold")),
-                )
-                message.header.stamp = self.get_clock().now().to_msg()
                 camera.publishers["label_info"].publish(message)
 
     # ---------------------------------------------------------------- prompts
@@ -274,10 +317,21 @@ class ClipDinoiserNode(LifecycleNode):
 
     def _on_vocabulary_ready(self, version: int, vocabulary: Vocabulary) -> None:
         self.get_logger().info(f"vocabulary v{version} active: {list(vocabulary.names)}")
-        self._publish_vocabulary(version, vocabulary)
+        self._on_executor(self._publish_label_info)
 
     def _on_vocabulary_error(self, version: int, error: Exception) -> None:
-        self.get_logger().error(f"vocabulary v{version} failed, keeping the previous one: {error}")
+        self._vocabulary_health.on_failed(f"v{version}: {error}")
+        self._on_executor(lambda: self._restore_prompts(version, error))
+
+    def _restore_prompts(self, version: int, error: Exception) -> None:
+        """After a failed vocabulary, ``prompts`` shows the one in effect again (unless newer work is queued)."""
+        switcher = self._switcher
+        if switcher is None:
+            return
+        active_version = switcher.active[0]
+        self.get_logger().error(f"vocabulary v{version} failed, keeping v{active_version}: {error}")
+        if switcher.requested_version == active_version and self.param("prompts") != switcher.active_prompts:
+            self.set_parameters([Parameter("prompts", value=switcher.active_prompts)])
 
     def _handle_set_prompts(self, request: SetPrompts.Request, response: SetPrompts.Response) -> SetPrompts.Response:
         prompts = list(request.prompts)
@@ -286,7 +340,7 @@ class ClipDinoiserNode(LifecycleNode):
         response.message = result.reason if not result.successful else f"encoding {len(prompts)} classes"
         switcher = self._switcher
         if switcher is not None:
-            response.vocabulary_version = switcher.requested_version if result.successful else switcher.active[0]
+            response.vocabulary_version = switcher.requested_version
         return response
 
     # ---------------------------------------------------------------- frames
@@ -324,42 +378,61 @@ class ClipDinoiserNode(LifecycleNode):
             self.get_logger().warning(f"{camera.topic}: frame rejected: {error}", throttle_duration_sec=LOG_THROTTLE_S)
             return
         version, vocabulary = self._switcher.active
+        wanted = self._wanted(camera)
         try:
             segmentation = self._engine.segment(
                 rgb, mode=self.param("mode"), short_side=self.param("short_side"),
-                background=self._background(vocabulary), vocabulary=vocabulary,
+                background=self._background(vocabulary), vocabulary=vocabulary, probs=wanted.class_maps,
             )
         except Exception as error:  # a frame the engine cannot handle must not stop the node
             camera.stats.on_rejected(f"{type(error).__name__}: {error}")
             self.get_logger().error(f"{camera.topic}: inference failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
             return
-        self._publish(camera, message.header, rgb, segmentation, version, received)
+        self._publish(camera, message.header, rgb, segmentation, version, received, wanted)
+
+    def _wanted(self, camera: Camera) -> Wanted:
+        with self._outputs_lock:
+            publishers = camera.publishers
+            if not publishers:
+                return Wanted(False, False, False, False)
+            return Wanted(
+                confidence=publishers["confidence"].get_subscription_count() > 0,
+                class_confidences=publishers["class_confidences"].get_subscription_count() > 0,
+                overlay=publishers["overlay"].get_subscription_count() > 0,
+                class_maps=any(p.get_subscription_count() > 0 for p in camera.class_publishers.values()),
+            )
 
     def _background(self, vocabulary: Vocabulary) -> Optional[bool]:
         """The background parameter for this vocabulary ('on' needs a class besides class 0)."""
         choice = BACKGROUND_SETTINGS[self.param("background")]
         return False if choice and len(vocabulary) < 2 else choice
 
-    def _publish(self, camera: Camera, header: Any, rgb, segmentation, version: int, received: float) -> None:
-        labels = outputs.thresholded_labels(segmentation, float(self.param("confidence_threshold")))
+    def _publish(self, camera: Camera, header: Any, rgb, segmentation: Segmentation, version: int,
+                 received: float, wanted: Wanted) -> None:
+        labels = outputs.thresholded_labels(segmentation, self.param("confidence_threshold"))
         with self._outputs_lock:
             publishers = camera.publishers
             if not publishers:
                 return
             publishers["mask"].publish(outputs.mask_image(labels, header))
             camera.stats.on_published(time.monotonic() - received)
-            publishers["confidence"].publish(outputs.float_image(segmentation.confidence, header))
-            coverage, mean_confidence, max_confidence = outputs.class_statistics(segmentation, labels)
-            publishers["class_confidences"].publish(ClassConfidences(
-                header=header, vocabulary_version=version, labels=list(segmentation.prompts),
-                coverage=coverage, mean_confidence=mean_confidence, max_confidence=max_confidence,
-            ))
-            if publishers["overlay"].get_subscription_count() > 0:
+            if wanted.confidence:
+                publishers["confidence"].publish(
+                    outputs.confidence_image(segmentation.confidence, self.param("confidence_encoding"), header)
+                )
+            if wanted.class_confidences:
+                coverage, mean_confidence, max_confidence = outputs.class_statistics(segmentation, labels)
+                publishers["class_confidences"].publish(ClassConfidences(
+                    header=header, vocabulary_version=version, labels=list(segmentation.prompts),
+                    coverage=coverage, mean_confidence=mean_confidence, max_confidence=max_confidence,
+                ))
+            if wanted.overlay:
                 publishers["overlay"].publish(outputs.overlay_image(rgb, labels, segmentation.prompts, header))
-            for index, token in enumerate(topics.class_topic_tokens(segmentation.prompts)):
-                publisher = camera.class_publishers.get(token)
-                if publisher is not None and publisher.get_subscription_count() > 0:
-                    publisher.publish(outputs.float_image(segmentation.probs[index], header))
+            if segmentation.probs is not None:
+                for index, token in enumerate(topics.class_topic_tokens(segmentation.prompts)):
+                    publisher = camera.class_publishers.get(token)
+                    if publisher is not None and publisher.get_subscription_count() > 0:
+                        publisher.publish(outputs.float_image(segmentation.probs[index], header))
 
     def _publish_diagnostics(self) -> None:
         engine, switcher = self._engine, self._switcher
@@ -376,33 +449,47 @@ class ClipDinoiserNode(LifecycleNode):
         }
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
+        name = self.get_fully_qualified_name()
         array.status = [
-            camera_status(self.get_name(), camera.topic, camera.stats, self._mailbox.dropped(camera.topic), context)
+            camera_status(f"{name}: {camera.topic}", camera.stats.report(), self._mailbox.dropped(camera.topic),
+                          context)
             for camera in list(self._cameras.values())
         ]
+        array.status.append(self._vocabulary_health.status(f"{name}: vocabulary", context))
         self._diagnostics_publisher.publish(array)
 
 
 def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
-    """Run the node until ``stop`` is set; with autostart a failed configure returns status 1.
+    """Run the node until ``stop`` is set; 1 when start-up values are refused or autostart fails.
 
     Signals only set ``stop`` (see run_node.main): the node is shut down by this thread while the ROS
     context is still valid, so no callback races a dying context and Ctrl-C prints no traceback.
     """
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as error:  # a params file that cannot be read or parsed, a malformed -p
+        reason = re.sub(r", at /\S+:\d+", "", str(error).splitlines()[0])
+        print(f"[ERROR] [{NODE_NAME}]: cannot start: {reason}", flush=True)
+        return 1
     node = ClipDinoiserNode()
     executor = Executor()
     executor.add_node(node)
     status = 0
     try:
-        if node.param("autostart"):
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        autostart = node.param("autostart")
+        if node.refused_at_start:
+            node.get_logger().error(
+                f"refused start-up values: {'; '.join(node.refused_at_start.values())}"
+                + ("" if autostart else "; staying unconfigured until they are set (ros2 param set)")
+            )
+            status = 1 if autostart else 0
+        elif autostart:
+            configured = node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            if not configured or node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 status = 1
-            else:
-                node.trigger_activate()
         while status == 0 and not stop.is_set():
             # spin_once, never spin(): EventsExecutor.spin() hung at 100 % CPU (rclpy 9.1) as soon as another
-            # thread created a publisher, which the vocabulary thread does when the prompts change.
+            # thread created a publisher.
             executor.spin_once(timeout_sec=0.1)
     finally:
         node.on_shutdown(None)

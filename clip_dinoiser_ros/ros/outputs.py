@@ -1,15 +1,20 @@
 """Segmentation results as standard, self-describing ROS messages (no rclpy here)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo, VisionClass
 
-from ..model import Segmentation
 from ..visualization import overlay
 from .image_codec import array_to_image
 
-UNLABELLED_MONO8 = 255
+if TYPE_CHECKING:
+    from ..model import Segmentation
+
+UNLABELLED_MONO8 = 255  # vision_msgs' convention: the largest id of the mask's type is "unlabelled"
 UNLABELLED_MONO16 = 65535
 
 
@@ -31,8 +36,25 @@ def float_image(values: np.ndarray, header: Header) -> Image:
     return array_to_image(np.ascontiguousarray(values, dtype=np.float32), "32FC1", header)
 
 
+def confidence_image(confidence: np.ndarray, encoding: str, header: Header) -> Image:
+    """32FC1: the probability; mono8: round(255 * p), the 0-255 confidence Nav2's layer reads."""
+    if encoding == "mono8":
+        scaled = np.rint(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return array_to_image(scaled, "mono8", header)
+    return float_image(confidence, header)
+
+
 def overlay_image(rgb: np.ndarray, labels: np.ndarray, names: tuple[str, ...], header: Header) -> Image:
     return array_to_image(overlay(rgb, labels, names), "rgb8", header)
+
+
+def label_info(names: Sequence[str], threshold: float, header: Header) -> LabelInfo:
+    """Which mask value means which class (vision_msgs/LabelInfo: class ids 0..N-1 by prompt order)."""
+    return LabelInfo(
+        header=header,
+        class_map=[VisionClass(class_id=index, class_name=name) for index, name in enumerate(names)],
+        threshold=float(threshold),
+    )
 
 
 def class_statistics(segmentation: Segmentation, labels: np.ndarray) -> tuple[list[float], list[float], list[float]]:
@@ -44,5 +66,4 @@ def class_statistics(segmentation: Segmentation, labels: np.ndarray) -> tuple[li
     confidence_sums = np.bincount(flat[labelled], weights=segmentation.confidence.ravel()[labelled], minlength=classes)
     coverage = counts / max(flat.size, 1)
     mean_confidence = np.divide(confidence_sums, counts, out=np.zeros(classes), where=counts > 0)
-    max_confidence = segmentation.probs.reshape(classes, -1).max(axis=1)
-    return coverage.tolist(), mean_confidence.tolist(), max_confidence.astype(np.float64).tolist()
+    return coverage.tolist(), mean_confidence.tolist(), segmentation.class_max.astype(np.float64).tolist()

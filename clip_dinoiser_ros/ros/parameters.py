@@ -1,16 +1,63 @@
-"""Every parameter of the node, declared in one place: default, description, range, when it applies."""
+"""Every parameter of the node, declared in one place, and the one validation every value goes through.
+
+A value may come from a params file, ``-p``, a launch argument (forwarded as ``-p``), ``ros2 param set``
+or the ``~/set_prompts`` service: all of them end in ``refusals``. The parameters are declared with
+dynamic typing so that rclpy itself refuses nothing; these rules own every message, which names the
+parameter, the value and what is allowed.
+
+No torch here on purpose: the launch file imports this module, and the node checks its start-up values
+before the model libraries load, so a typo is reported in well under a second.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 
-from ..model.engine import BACKGROUND_SETTINGS
+from ..model.heads_download import PUBLISHED
+from ..model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 
 LIVE = "live"  # applied to the next frame
 REACTIVATE = "reactivate"  # applied on the next activate (deactivate -> activate)
 RECONFIGURE = "reconfigure"  # the model is rebuilt on the next configure (cleanup -> configure)
+
+Check = Callable[[Any], Optional[str]]  # why a (well-typed) value is wrong, or None
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "integer"
+    if isinstance(default, float):
+        return "double"
+    if isinstance(default, str):
+        return "string"
+    return "string array"
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "double":  # 5 in a params file means 5.0: accepted for doubles
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+
+
+def _with_article(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def _kind_in_words(value: Any) -> str:
+    """A value's ROS parameter type, as a user reads it in a refusal."""
+    if isinstance(value, (list, tuple)):
+        return f"a list of {type(value[0]).__name__} values" if value else "an empty list"
+    return _with_article(_kind(value)) if isinstance(value, (bool, int, float, str)) else type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -20,56 +67,134 @@ class ParameterSpec:
     description: str
     applies: str
     choices: tuple[str, ...] = ()
-    int_range: Optional[tuple[int, int]] = None
-    float_range: Optional[tuple[float, float]] = None
+    value_range: Optional[tuple[float, float]] = None
+    check: Optional[Check] = None
+    rule: str = ""  # what ``check`` allows, in words
+
+    @property
+    def kind(self) -> str:
+        return _kind(self.default)
+
+    def allowed(self) -> str:
+        """What this parameter accepts, in the words every refusal and the README use."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.value_range:
+            low, high = self.value_range
+            return f"{'an integer' if self.kind == 'integer' else 'a number'} in {low}..{high}"
+        if self.rule:
+            return self.rule
+        return {"bool": "true or false", "string": "a string", "string array": "a list of strings"}[self.kind]
 
     def descriptor(self) -> ParameterDescriptor:
-        descriptor = ParameterDescriptor(description=self.description)
-        if self.choices:
-            descriptor.additional_constraints = f"one of: {', '.join(self.choices)}"
-        if self.int_range:
-            descriptor.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1])]
-        if self.float_range:
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=self.float_range[0], to_value=self.float_range[1])
-            ]
-        descriptor.additional_constraints += f" (applies: {self.applies})".strip()
-        return descriptor
+        return ParameterDescriptor(
+            description=self.description,
+            additional_constraints=f"{self.allowed()} (applies: {self.applies})",
+            dynamic_typing=True,
+        )
+
+    def normalise(self, value: Any) -> Any:
+        """The value as the node uses it (an integer given for a double becomes a float)."""
+        if self.kind == "double":
+            return float(value)
+        if self.kind == "string array":
+            return list(value)
+        return value
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Why ``value`` is refused (parameter, value and what is allowed), or None."""
+        detail = None
+        if not _has_kind(value, self.kind):
+            detail = f"it is {_kind_in_words(value)}, not {_with_article(self.kind)}"
+        elif self.choices and value not in self.choices:
+            detail = ""
+        elif self.value_range and not self.value_range[0] <= value <= self.value_range[1]:
+            detail = "out of range"
+        elif self.check:
+            detail = self.check(value)
+        if detail is None:
+            return None
+        if value is None:  # rcl gives an empty YAML list no type, so it arrives as "not set"
+            shown, detail = "an empty value ([] or nothing)", ""
+        else:
+            shown = repr(list(value) if isinstance(value, tuple) else value)
+        return f"{self.name}: {shown} is refused{': ' + detail if detail else ''}; allowed: {self.allowed()}"
+
+
+def _topic_list_problem(topics: list[str]) -> Optional[str]:
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    if not topics:
+        return "the list is empty"
+    for topic in topics:
+        try:
+            validate_topic_name(topic)
+        except InvalidTopicNameException as error:
+            return f"{topic!r} is not a valid topic name ({str(error).splitlines()[0].rstrip(':')})"
+    repeated = sorted({t for t in topics if topics.count(t) > 1})
+    if repeated:
+        return f"{', '.join(repeated)} listed twice"
+    return None
+
+
+def _device_problem(device: str) -> Optional[str]:
+    if device in ("auto", "cpu", "cuda"):
+        return None
+    index = device[len("cuda:"):] if device.startswith("cuda:") else ""
+    return None if index.isdigit() else ""
+
+
+def _prompts_problem(prompts: list[str]) -> Optional[str]:
+    """Form only; the limits (max_prompts, max_prompt_length) are checked in ``refusals``."""
+    try:
+        parse_prompts(prompts, max_prompts=len(prompts) or 1, max_length=max(map(len, prompts), default=1))
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("image_topics", ["/camera/image_raw"],
                   "Input image topics; a name ending in /compressed is read as sensor_msgs/CompressedImage",
-                  REACTIVATE),
+                  REACTIVATE, check=_topic_list_problem, rule="a non-empty list of distinct topic names"),
     ParameterSpec("input_reliability", "best_effort", "QoS reliability of the image subscriptions", REACTIVATE,
                   choices=("best_effort", "reliable")),
+    ParameterSpec("max_prompts", 100, "Largest accepted prompt list", LIVE, value_range=(1, 1000)),
+    ParameterSpec("max_prompt_length", 200, "Longest accepted prompt, in characters", LIVE, value_range=(1, 1000)),
     ParameterSpec("prompts", ["floor", "wall", "person", "chair|seat", "table"],
-                  "Class prompts; 'a|b' lists synonyms of one class named 'a'", LIVE),
-    ParameterSpec("max_prompts", 100, "Largest accepted prompt list", LIVE, int_range=(1, 1000)),
-    ParameterSpec("max_prompt_length", 200, "Longest accepted prompt, in characters", LIVE, int_range=(1, 1000)),
+                  "Class prompts; 'a|b' lists synonyms of one class named 'a'", LIVE, check=_prompts_problem,
+                  rule="a non-empty list of distinct, non-blank prompts within max_prompts and max_prompt_length"),
     ParameterSpec("max_rate_hz", 0.0, "Per-camera processing rate limit; 0 = as fast as possible", LIVE,
-                  float_range=(0.0, 1000.0)),
+                  value_range=(0.0, 1000.0)),
     ParameterSpec("max_image_pixels", 16_777_216, "Larger input frames are rejected with a warning", LIVE,
-                  int_range=(1, 1 << 30)),
+                  value_range=(1, 1 << 30)),
     ParameterSpec("mode", "whole", "whole: one pass over the resized image; slide: the paper's 448/224 windows",
                   LIVE, choices=("whole", "slide")),
     ParameterSpec("short_side", 448, "Frames are resized so their short side has this many pixels", LIVE,
-                  int_range=(16, 4096)),
+                  value_range=(16, 4096)),
     ParameterSpec("background", "auto", "Background filtering: auto = when prompt 0 is 'background'", LIVE,
                   choices=tuple(BACKGROUND_SETTINGS)),
     ParameterSpec("gamma", 0.2, "Correlations below gamma are ignored by the guided pooling", LIVE,
-                  float_range=(-1.0, 1.0)),
+                  value_range=(-1.0, 1.0)),
     ParameterSpec("delta", 0.99, "Background filtering: patches less confident than delta may become background",
-                  LIVE, float_range=(0.0, 1.0)),
-    ParameterSpec("confidence_threshold", 0.0, "Mask pixels below this winning probability are unlabelled", LIVE,
-                  float_range=(0.0, 1.0)),
-    ParameterSpec("device", "auto", "auto (cuda when available), cpu, cuda or cuda:N", RECONFIGURE),
+                  LIVE, value_range=(0.0, 1.0)),
+    ParameterSpec("confidence_threshold", 0.0,
+                  "Mask pixels below this winning probability are unlabelled (255); also sent in label_info", LIVE,
+                  value_range=(0.0, 1.0)),
+    ParameterSpec("confidence_encoding", "32FC1",
+                  "Encoding of the confidence image: 32FC1 = probability 0..1; mono8 = round(255 * probability), "
+                  "as Nav2's semantic segmentation layer reads it", LIVE, choices=("32FC1", "mono8")),
+    ParameterSpec("device", "auto", "Where the model runs (auto = cuda when available)", RECONFIGURE,
+                  check=_device_problem, rule="auto, cpu, cuda or cuda:N"),
     ParameterSpec("precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", RECONFIGURE,
                   choices=("auto", "fp32", "fp16", "bf16")),
-    ParameterSpec("clip_model", "ViT-B-16", "open_clip model name", RECONFIGURE),
-    ParameterSpec("clip_pretrained", "laion2b_s34b_b88k", "open_clip pretrained tag or path to a weights file",
-                  RECONFIGURE),
-    ParameterSpec("heads", "", "Path to the CLIP-DINOiser heads checkpoint (checkpoints/last.pt)", RECONFIGURE),
+    ParameterSpec("clip_model", "ViT-B-16", "open_clip model name (checked when the model loads)", RECONFIGURE),
+    ParameterSpec("clip_pretrained", "laion2b_s34b_b88k",
+                  "open_clip pretrained tag or path to a weights file (checked when the model loads)", RECONFIGURE),
+    ParameterSpec("heads", PUBLISHED,
+                  "CLIP-DINOiser heads: 'published' (the paper's checkpoint, downloaded once and cached), "
+                  "a local checkpoint file or an http(s) URL", RECONFIGURE),
     ParameterSpec("templates", "imagenet", "Prompt template set: imagenet (80 templates), simple, none",
                   RECONFIGURE, choices=("imagenet", "simple", "none")),
     ParameterSpec("random_weights", False,
@@ -78,17 +203,21 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 SPECS = {spec.name: spec for spec in PARAMETERS}
+PROMPT_LIMITS = ("prompts", "max_prompts", "max_prompt_length")
 
 
-def check_value(name: str, value: Any) -> Optional[str]:
-    """Why ``value`` is not acceptable for ``name`` (choices not covered by ROS ranges), or None."""
-    spec = SPECS.get(name)
-    if spec is None:
-        return None
-    if spec.choices and value not in spec.choices:
-        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
-    if name == "device" and not (value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:")):
-        return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
-    if name == "image_topics" and (not value or not all(str(t).strip() for t in value)):
-        return "image_topics must list at least one non-empty topic"
-    return None
+def refusals(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
+    """Why each of ``changes`` is refused, given the ``current`` values of the others (empty: accepted).
+
+    Names this node does not declare (``use_sim_time``, ...) are left to rclpy.
+    """
+    found = {name: reason for name, value in changes.items()
+             if name in SPECS and (reason := SPECS[name].problem(value))}
+    if any(name in changes for name in PROMPT_LIMITS) and not any(name in found for name in PROMPT_LIMITS):
+        values = {name: changes.get(name, current.get(name, SPECS[name].default)) for name in PROMPT_LIMITS}
+        try:
+            parse_prompts(values["prompts"], max_prompts=values["max_prompts"], max_length=values["max_prompt_length"])
+        except ValueError as error:
+            blamed = next(name for name in PROMPT_LIMITS if name in changes)
+            found[blamed] = f"{blamed}: {changes[blamed]!r} is refused: {error}; allowed: {SPECS[blamed].allowed()}"
+    return found

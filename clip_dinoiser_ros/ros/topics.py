@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 COMPRESSED_SUFFIX = "/compressed"
 OUTPUT_NAMESPACE = "segmentation"
+OUTPUTS = ("mask", "confidence", "class_confidences", "overlay", "label_info")
+
+
+class TopicPlanError(ValueError):
+    """The cameras' topics cannot all be created: the reason names the topics involved."""
 
 
 def is_compressed(topic: str) -> bool:
@@ -38,3 +45,37 @@ def class_topic_tokens(names: tuple[str, ...]) -> tuple[str, ...]:
     """Tokens for every class, made unique by an index suffix when two names collapse to one token."""
     tokens = [topic_token(name) for name in names]
     return tuple(f"{t}_{i}" if tokens.count(t) > 1 else t for i, t in enumerate(tokens))
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    """One camera's input and output topic names, as the node passes them to rclpy."""
+
+    input: str
+    outputs: dict[str, str]
+
+
+def plan_cameras(image_topics: Sequence[str], resolve: Callable[[str], str]) -> list[CameraTopics]:
+    """Every camera's topics, checked before anything is created (activation is all or nothing).
+
+    ``resolve`` expands and remaps a name as the node will (``Node.resolve_topic_name``), so names
+    that only break after expansion (an unknown ``{substitution}``) and cameras whose outputs only meet
+    after remapping or namespacing are caught too. Raises TopicPlanError with the reason.
+    """
+    plans = [CameraTopics(topic, {name: output_topic(topic, name) for name in OUTPUTS}) for topic in image_topics]
+    owners: dict[str, str] = {}
+    for plan in plans:
+        for role, name in [("input", plan.input), *plan.outputs.items()]:
+            try:
+                resolved = resolve(name)
+            except (RuntimeError, ValueError) as error:
+                reason = str(error).splitlines()[0].removeprefix("failed to resolve name: ").split(", at /")[0]
+                raise TopicPlanError(f"image_topics: {plan.input!r} gives the {role} topic {name!r}, "
+                                     f"which is not a valid topic name: {reason}") from error
+            if resolved in owners and owners[resolved] != plan.input:
+                raise TopicPlanError(
+                    f"image_topics: {owners[resolved]!r} and {plan.input!r} would both use {resolved}; "
+                    f"outputs go to <camera namespace>/{OUTPUT_NAMESPACE}/, so give each camera its own namespace"
+                )
+            owners[resolved] = plan.input
+    return plans

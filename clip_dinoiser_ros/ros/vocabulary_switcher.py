@@ -2,16 +2,18 @@
 
 Requests carry increasing version numbers; while one is being encoded, newer requests replace the
 waiting one (the last wins, nothing piles up), and a result that is already outdated is discarded.
-The encoding thread exists only while there is something to encode (see torch_threads).
+Asking again for the prompts in effect, with nothing else queued, changes nothing and keeps their
+version. The encoding thread exists only while there is something to encode (see torch_threads).
 """
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from ..model import Vocabulary
+if TYPE_CHECKING:
+    from ..model import Vocabulary
 
-Encoder = Callable[[Sequence[str]], Vocabulary]
+Encoder = Callable[[Sequence[str]], "Vocabulary"]
 
 
 class VocabularySwitcher:
@@ -21,13 +23,16 @@ class VocabularySwitcher:
         on_ready: Callable[[int, Vocabulary], None],
         on_error: Callable[[int, Exception], None],
         initial: tuple[int, Vocabulary],
+        initial_prompts: Sequence[str],
     ) -> None:
         self._encode = encode
         self._on_ready = on_ready
         self._on_error = on_error
         self._active = initial
-        self._requested_version = initial[0]
+        self._active_prompts = list(initial_prompts)
+        self._last_version = initial[0]
         self._pending: Optional[tuple[int, list[str]]] = None
+        self._encoding: Optional[int] = None  # the version being encoded now
         self._lock = threading.Lock()
         self._closed = False
         self._thread: Optional[threading.Thread] = None
@@ -38,19 +43,29 @@ class VocabularySwitcher:
         return self._active
 
     @property
+    def active_prompts(self) -> list[str]:
+        """The prompt strings behind the active vocabulary, as they were requested."""
+        return list(self._active_prompts)
+
+    @property
     def requested_version(self) -> int:
-        """The version of the newest accepted request (in effect once encoded)."""
-        return self._requested_version
+        """The version that will be in effect once the queued work is done (the active one if none)."""
+        with self._lock:
+            if self._pending is not None:
+                return self._pending[0]
+            return self._encoding if self._encoding is not None else self._active[0]
 
     def request(self, prompts: Sequence[str]) -> int:
         """Queue ``prompts`` (already validated); returns the version they will have."""
         with self._lock:
-            self._requested_version += 1
-            self._pending = (self._requested_version, list(prompts))
+            if self._pending is None and self._encoding is None and list(prompts) == self._active_prompts:
+                return self._active[0]
+            self._last_version += 1
+            self._pending = (self._last_version, list(prompts))
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="vocabulary-encoder", daemon=True)
                 self._thread.start()
-            return self._requested_version
+            return self._last_version
 
     def close(self) -> None:
         with self._lock:
@@ -68,13 +83,18 @@ class VocabularySwitcher:
                     return
                 version, prompts = self._pending
                 self._pending = None
+                self._encoding = version
             try:
                 vocabulary = self._encode(prompts)
             except Exception as error:  # reported, the old vocabulary stays
+                with self._lock:
+                    self._encoding = None
                 self._on_error(version, error)
                 continue
             with self._lock:
-                if self._closed or (self._pending is not None and self._pending[0] > version):
-                    continue
+                self._encoding = None
+                if self._closed or self._pending is not None:
+                    continue  # a newer request is waiting: this result is already outdated
                 self._active = (version, vocabulary)
+                self._active_prompts = prompts
             self._on_ready(version, vocabulary)

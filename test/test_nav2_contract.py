@@ -1,0 +1,79 @@
+"""Nav2's semantic segmentation layer takes the node's outputs as they are.
+
+The node runs with the parameters the README gives for Nav2, and this test subscribes exactly as the layer
+does (ros-navigation/semantic_segmentation_layer, semantic_segmentation_layer.cpp and segmentation_buffer.cpp),
+to the topics the README's layer configuration names: mask and confidence with sensor-data QoS, LabelInfo
+reliable + transient local + keep-all, depth 5. Then it checks what the layer relies on: LabelInfo before the
+masks, class names it can map, one byte per pixel in both images, and identical stamps (its exact sync).
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from vision_msgs.msg import LabelInfo
+
+from node_frames import rgb_message, synthetic_rgb
+from ros_harness import running_node, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER_LABELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def readme_configuration() -> tuple[dict, dict]:
+    """(the node's parameters, the layer's camera source) from the README's Nav2 section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Nav2"):readme.index("## Building")]
+    node_block, layer_block = (yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S))
+    return node_block["/**"]["ros__parameters"], layer_block["semantic_segmentation_layer"]["camera"]
+
+
+@pytest.fixture(scope="module")
+def configured(ros, tmp_path_factory):
+    parameters, layer = readme_configuration()
+    with running_node(tmp_path_factory.mktemp("nav2"), {
+        **parameters, "clip_model": "ViT-Tiny-16-test", "random_weights": True,
+    }) as node:
+        yield node, parameters, layer
+
+
+def test_the_layer_takes_the_outputs_as_they_are(configured, probe):
+    node, parameters, layer = configured
+    wait_until(lambda: probe.node.count_publishers(layer["labels_topic"]) > 0, 60, "the node's label_info")
+    labels = probe.collect(LabelInfo, layer["labels_topic"], LAYER_LABELS_QOS)  # the layer starts after the node
+    masks = probe.collect(Image, layer["segmentation_topic"], qos_profile_sensor_data)
+    confidences = probe.collect(Image, layer["confidence_topic"], qos_profile_sensor_data)
+    camera = probe.node.create_publisher(Image, parameters["image_topics"][0], qos_profile_sensor_data)
+
+    def synchronised_pair():
+        assert node.alive(), node.log()
+        camera.publish(rgb_message(synthetic_rgb(160, 120), "camera_color_optical_frame"))
+        stamps = {(c.header.stamp.sec, c.header.stamp.nanosec): c for c in confidences.matching(lambda m: True)}
+        pairs = [(m, stamps[key]) for m in masks.matching(lambda m: True)
+                 if (key := (m.header.stamp.sec, m.header.stamp.nanosec)) in stamps]
+        return pairs[0] if pairs else None
+
+    mask, confidence = wait_until(synchronised_pair, 60, "a mask and a confidence with the same stamp", interval=0.3)
+
+    # LabelInfo came first, and the layer can map the classes its configuration names.
+    (info, info_arrival), = labels.messages
+    assert info_arrival <= masks.messages[0][1]
+    class_ids = {vision_class.class_name: vision_class.class_id for vision_class in info.class_map}
+    configured_classes = [name for kind in layer["class_types"] for name in layer[kind]["classes"]]
+    assert set(configured_classes) <= set(class_ids), f"{configured_classes} not all in {class_ids}"
+    assert info.threshold == pytest.approx(parameters["confidence_threshold"])
+
+    # One byte per pixel, rows without padding: the layer indexes data[v * width + u] in both images.
+    assert mask.header == confidence.header and mask.header.frame_id == "camera_color_optical_frame"
+    for image in (mask, confidence):
+        assert (image.encoding, image.width, image.height, image.step) == ("mono8", 160, 120, 160)
+        assert len(image.data) == image.width * image.height
+    ids = np.frombuffer(bytes(mask.data), np.uint8)
+    assert set(np.unique(ids)) <= set(class_ids.values()) | {255}
+    scores = np.frombuffer(bytes(confidence.data), np.uint8)
+    threshold = round(255 * parameters["confidence_threshold"])
+    assert (scores[ids == 255] <= threshold).all() and (scores[ids != 255] >= threshold - 1).all()

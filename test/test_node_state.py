@@ -1,0 +1,170 @@
+"""State that stays true, checked inside a node instance (this test process) over real DDS.
+
+The node runs on an executor thread of its own, as ``run`` runs it; the probe talks to it like another
+process would. In here the tests can see what the outside cannot: which thread creates publishers,
+which outputs a frame computed, and an encoder that fails on demand.
+"""
+import threading
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from sensor_msgs.msg import Image
+
+from node_frames import rgb_message, synthetic_rgb
+from ros_harness import publish_until_answered, wait_until
+
+TOPIC = "/state_cam/image_raw"
+
+
+class SpunNode:
+    """A ClipDinoiserNode spun on its own thread; transitions run there too, as services would."""
+
+    def __init__(self, **parameters) -> None:
+        from clip_dinoiser_ros.ros.node import ClipDinoiserNode, Executor
+
+        overrides = [Parameter(name, value=value) for name, value in parameters.items()]
+        self.node = ClipDinoiserNode(parameter_overrides=overrides)
+        self.executor = Executor()
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, name="executor", daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def log(self) -> str:
+        return "(in this process: see the captured output)"
+
+    def on_executor(self, function):
+        task = self.executor.create_task(function)
+        wait_until(task.done, 120, f"{function} on the executor")
+        return task.result()
+
+    def close(self) -> None:
+        self.on_executor(lambda: self.node.on_shutdown(None))
+        self._stop.set()
+        self.thread.join(10)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def spun(ros):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    spun = SpunNode(image_topics=[TOPIC], prompts=["road", "car"], clip_model="ViT-Tiny-16-test",
+                    random_weights=True)
+    assert spun.node.get_name() == "clip_dinoiser"
+    assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
+    assert spun.on_executor(spun.node.trigger_activate) == TransitionCallbackReturn.SUCCESS
+    yield spun
+    spun.close()
+
+
+@pytest.fixture(scope="module")
+def parameters(probe, spun):
+    client = AsyncParameterClient(probe.node, "clip_dinoiser")
+    assert client.wait_for_services(timeout_sec=30)
+    return client
+
+
+def set_parameter(client, name, value):
+    future = client.set_parameters([Parameter(name, value=value)])
+    wait_until(future.done, 20, "set_parameters answer")
+    return future.result().results[0]
+
+
+def get_parameter(client, name):
+    future = client.get_parameters([name])
+    wait_until(future.done, 20, "get_parameters answer")
+    return list(future.result().values[0].string_array_value)
+
+
+def serve_a_frame(probe, spun, output="mask"):
+    collector = probe.collect(Image, f"/state_cam/segmentation/{output}")
+    publisher = probe.node.create_publisher(Image, TOPIC, 10)
+    return publish_until_answered(spun, publisher, collector, rgb_message(synthetic_rgb(96, 64)))
+
+
+class Spy:
+    """Wraps a callable and records (thread id, arguments) of every call."""
+
+    def __init__(self, function) -> None:
+        self.function, self.calls = function, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((threading.get_ident(), args, kwargs))
+        return self.function(*args, **kwargs)
+
+
+def test_outputs_are_computed_only_for_their_subscribers(spun, probe, monkeypatch):
+    from clip_dinoiser_ros.ros import outputs
+
+    segment = Spy(spun.node._engine.segment)
+    monkeypatch.setattr(spun.node._engine, "segment", segment)
+    confidence, overlay, statistics = (Spy(outputs.confidence_image), Spy(outputs.overlay_image),
+                                       Spy(outputs.class_statistics))
+    monkeypatch.setattr(outputs, "confidence_image", confidence)
+    monkeypatch.setattr(outputs, "overlay_image", overlay)
+    monkeypatch.setattr(outputs, "class_statistics", statistics)
+
+    serve_a_frame(probe, spun, "mask")
+    assert segment.calls and all(kwargs["probs"] is False for _, _, kwargs in segment.calls)
+    assert not confidence.calls and not overlay.calls and not statistics.calls
+
+    serve_a_frame(probe, spun, "confidence")
+    assert confidence.calls and all(kwargs["probs"] is False for _, _, kwargs in segment.calls)
+
+    segment.calls.clear()
+    serve_a_frame(probe, spun, "confidence/road")
+    assert segment.calls[-1][2]["probs"] is True  # the K x H x W map only while a per-class topic is subscribed
+
+
+def test_publishers_are_created_and_destroyed_on_the_executor_thread(spun, probe, parameters, monkeypatch):
+    created, destroyed = Spy(spun.node.create_publisher), Spy(spun.node.destroy_publisher)
+    monkeypatch.setattr(spun.node, "create_publisher", created)
+    monkeypatch.setattr(spun.node, "destroy_publisher", destroyed)
+    assert set_parameter(parameters, "prompts", ["bus", "tree", "sky"]).successful
+    topics = lambda: {n for n, _ in probe.node.get_topic_names_and_types() if "/confidence/" in n}  # noqa: E731
+    wait_until(lambda: {"bus", "tree", "sky"} <= {t.rsplit("/", 1)[1] for t in topics()}, 30, "the new class topics")
+    assert len(created.calls) >= 3 and len(destroyed.calls) >= 2  # bus, tree, sky in; road, car out
+    assert {thread for thread, _, _ in created.calls + destroyed.calls} == {spun.thread.ident}
+
+
+def test_a_failed_vocabulary_restores_the_parameter_and_warns_for_a_while(spun, probe, parameters, monkeypatch):
+    from clip_dinoiser_ros.ros.diagnostics import WINDOW_S
+
+    assert set_parameter(parameters, "prompts", ["road", "car"]).successful
+    wait_until(lambda: spun.node._switcher.active_prompts == ["road", "car"], 30, "road, car in effect")
+    encode = spun.node._engine.encode_prompts
+
+    def failing(prompts, **limits):
+        if "boom" in prompts:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return encode(prompts, **limits)
+
+    monkeypatch.setattr(spun.node._engine, "encode_prompts", failing)
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    assert set_parameter(parameters, "prompts", ["boom", "bang"]).successful  # valid: refused only by the model
+    wait_until(lambda: get_parameter(parameters, "prompts") == ["road", "car"], 20, "prompts restored")
+    assert spun.node._switcher.active_prompts == ["road", "car"]
+
+    def vocabulary_level():
+        arrays = diagnostics.matching(lambda a: any(s.name == "/clip_dinoiser: vocabulary" for s in a.status))
+        if not arrays:
+            return None
+        status = next(s for s in arrays[-1].status if s.name == "/clip_dinoiser: vocabulary")
+        return status.level, status.message
+
+    level, message = wait_until(lambda: (v := vocabulary_level()) and v[0] == DiagnosticStatus.WARN and v, 10,
+                                "a vocabulary WARN")
+    assert "CUDA out of memory (simulated)" in message
+    wait_until(lambda: (v := vocabulary_level()) and v[0] == DiagnosticStatus.OK, WINDOW_S + 5, "the WARN cleared")
+    assert serve_a_frame(probe, spun).encoding == "mono8"  # and frames are still served

@@ -1,0 +1,210 @@
+"""The node as users start and drive it: the real ``ros2 launch``, ``ros2 run``, ``ros2 param``,
+``ros2 lifecycle`` and ``ros2 topic echo``, with their own params files, with and without a namespace."""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sensor_msgs.msg import Image
+
+from node_frames import rgb_message, synthetic_rgb
+from ros2_cli import Launch, ros2, ros2_executable, stop_daemon
+from ros_harness import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"clip_model": "ViT-Tiny-16-test", "random_weights": True}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def daemon():
+    """The first ``ros2`` call starts a daemon for this ROS_DOMAIN_ID: stop it when the module ends."""
+    yield
+    stop_daemon()
+
+
+def params_file(path: Path, **values) -> Path:
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
+    return path
+
+
+def param_get(node: str, name: str):
+    result = ros2("param", "get", node, name)
+    assert result.returncode == 0, result.stdout
+    kind, _, value = result.stdout.strip().partition(" is: ") if " is: " in result.stdout else \
+        result.stdout.strip().partition(" are: ")
+    return yaml.safe_load(value) if "values" in kind else value
+
+
+def wait_for_state(node: str, state: str, launch=None, timeout: float = 120.0) -> None:
+    def reached():
+        if launch is not None:
+            assert launch.alive(), launch.log()
+        return f"{state} [" in ros2("lifecycle", "get", node).stdout
+
+    wait_until(reached, timeout, f"{node} {state}", interval=0.5)
+
+
+def echo_once(probe, topic: str, message_type: str, frame_topic: str, *options: str) -> str:
+    """``ros2 topic echo --once`` while frames are sent: what it printed."""
+    echo = subprocess.Popen([ros2_executable(), "topic", "echo", "--once", *options, topic, message_type],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    publisher = probe.node.create_publisher(Image, frame_topic, 10)
+    try:
+        deadline = time.monotonic() + 60
+        while echo.poll() is None and time.monotonic() < deadline:
+            publisher.publish(rgb_message(synthetic_rgb(160, 120)))
+            time.sleep(0.3)
+    finally:
+        if echo.poll() is None:
+            echo.send_signal(signal.SIGINT)
+        output, _ = echo.communicate(timeout=30)
+        probe.node.destroy_publisher(publisher)
+    return output
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """The node from ``ros2 launch`` with a user's params file and no namespace."""
+    directory = tmp_path_factory.mktemp("launch_plain")
+    file = params_file(directory / "mine.yaml", image_topics=["/cli_front/image_raw"], prompts=["road", "car|truck"],
+                       heads="/opt/robot/heads.pt", **TINY)
+    launch = Launch(directory, f"params_file:={file}")
+    wait_for_state("/clip_dinoiser", "active", launch)
+    yield launch
+    assert launch.stop() == 0, launch.log()
+    assert "Traceback" not in launch.log()
+
+
+def test_launch_takes_the_users_params_file(launched):
+    assert param_get("/clip_dinoiser", "prompts") == ["road", "car|truck"]
+    assert param_get("/clip_dinoiser", "image_topics") == ["/cli_front/image_raw"]
+    assert param_get("/clip_dinoiser", "heads") == "/opt/robot/heads.pt"
+
+
+def test_topic_echo_shows_label_info_mask_and_summary(launched, probe):
+    info = ros2("topic", "echo", "--once", "--qos-durability", "transient_local", "--qos-reliability", "reliable",
+                "/cli_front/segmentation/label_info", "vision_msgs/msg/LabelInfo")
+    assert "class_name: road" in info.stdout and "class_name: car" in info.stdout, info.stdout
+    mask = echo_once(probe, "/cli_front/segmentation/mask", "sensor_msgs/msg/Image", "/cli_front/image_raw", "--no-arr")
+    assert "encoding: mono8" in mask and "width: 160" in mask and "height: 120" in mask, mask
+    summary = echo_once(probe, "/cli_front/segmentation/class_confidences", "clip_dinoiser_ros/msg/ClassConfidences",
+                        "/cli_front/image_raw")
+    assert "- road" in summary and "- car" in summary and "vocabulary_version: 1" in summary, summary
+
+
+def test_param_set_and_get_with_refusals_naming_what_is_allowed(launched):
+    assert "Set parameter successful" in ros2("param", "set", "/clip_dinoiser", "mode", "slide").stdout
+    assert param_get("/clip_dinoiser", "mode") == "slide"
+    refused = ros2("param", "set", "/clip_dinoiser", "mode", "foo")
+    assert "Setting parameter failed: mode: 'foo' is refused; allowed: one of whole, slide" in refused.stdout
+    refused = ros2("param", "set", "/clip_dinoiser", "prompts", "[sky, Sky]")
+    assert "Setting parameter failed" in refused.stdout and "duplicate class names" in refused.stdout
+    assert param_get("/clip_dinoiser", "mode") == "slide"
+    assert "Set parameter successful" in ros2("param", "set", "/clip_dinoiser", "max_rate_hz", "5").stdout
+    assert ros2("param", "set", "/clip_dinoiser", "mode", "whole").returncode == 0
+
+
+def test_lifecycle_set_stops_and_restarts_streaming(launched):
+    assert "Transitioning successful" in ros2("lifecycle", "set", "/clip_dinoiser", "deactivate").stdout
+    wait_for_state("/clip_dinoiser", "inactive", launched)
+    wait_until(lambda: "/cli_front/segmentation/mask" not in ros2("topic", "list").stdout.split(), 20,
+               "the mask topic gone")
+    assert "Transitioning successful" in ros2("lifecycle", "set", "/clip_dinoiser", "activate").stdout
+    wait_for_state("/clip_dinoiser", "active", launched)
+    assert "Publisher count: 1" in ros2("topic", "info", "/cli_front/segmentation/mask").stdout
+
+
+def shipped_yaml_with(**changes) -> dict:
+    content = yaml.safe_load((ROOT / "config" / "clip_dinoiser.yaml").read_text())
+    (key,) = content
+    content[key]["ros__parameters"].update(changes)
+    return content
+
+
+def test_namespace_launch_applies_the_shipped_yaml(tmp_path):
+    """The shipped config's structure applies under namespace:=perception (its values edited by a user)."""
+    file = tmp_path / "edited.yaml"
+    file.write_text(yaml.safe_dump(shipped_yaml_with(image_topics=["cam/image_raw"], prompts=["grass", "path"],
+                                                     **TINY)))
+    launch = Launch(tmp_path, f"params_file:={file}", "namespace:=perception")
+    try:
+        wait_for_state("/perception/clip_dinoiser", "active", launch)
+        assert param_get("/perception/clip_dinoiser", "prompts") == ["grass", "path"]
+        topics = ros2("topic", "list").stdout.split()
+        assert "/perception/cam/segmentation/label_info" in topics and "/perception/cam/segmentation/mask" in topics
+    finally:
+        assert launch.stop() == 0, launch.log()
+
+
+def test_ros2_run_with_a_namespace_remap_applies_the_shipped_yaml(tmp_path):
+    file = tmp_path / "edited.yaml"
+    file.write_text(yaml.safe_dump(shipped_yaml_with(image_topics=["/run_cam/image_raw"], prompts=["sand", "rock"],
+                                                     **TINY)))
+    # A session of its own: Ctrl-C reaches ros2 run and the node it started, as in a terminal.
+    run = subprocess.Popen([ros2_executable(), "run", "clip_dinoiser_ros", "clip_dinoiser_node", "--ros-args",
+                            "-r", "__ns:=/perception", "--params-file", str(file)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+                           start_new_session=True)
+    try:
+        wait_for_state("/perception/clip_dinoiser", "active")
+        assert param_get("/perception/clip_dinoiser", "prompts") == ["sand", "rock"]
+    finally:
+        os.killpg(run.pid, signal.SIGINT)
+        try:
+            output, _ = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            output, _ = run.communicate()
+    assert run.returncode == 0 and "Traceback" not in output, output
+
+
+def test_launch_arguments_override_the_file_only_when_given(tmp_path):
+    file = params_file(tmp_path / "mine.yaml", image_topics=["/cli_over/image_raw"], prompts=["road", "car"],
+                       heads="/opt/robot/heads.pt", max_rate_hz=2.0, **TINY)
+    launch = Launch(tmp_path, f"params_file:={file}", "prompts:=['sky', 'tree']", "namespace:=over")
+    try:
+        wait_for_state("/over/clip_dinoiser", "active", launch)
+        assert param_get("/over/clip_dinoiser", "prompts") == ["sky", "tree"]
+        assert param_get("/over/clip_dinoiser", "image_topics") == ["/cli_over/image_raw"]
+        assert param_get("/over/clip_dinoiser", "heads") == "/opt/robot/heads.pt"
+        assert param_get("/over/clip_dinoiser", "max_rate_hz") == "2.0"
+    finally:
+        assert launch.stop() == 0, launch.log()
+
+
+def test_a_refused_launch_argument_stops_the_node_with_the_reason(tmp_path):
+    file = params_file(tmp_path / "mine.yaml", image_topics=["/cli_bad/image_raw"], **TINY)
+    launch = Launch(tmp_path, f"params_file:={file}", "mode:=foo", "namespace:=bad")
+    assert launch.wait(120) is not None, launch.log()
+    log = launch.log()
+    assert "mode: 'foo' is refused; allowed: one of whole, slide" in log and "exit code 1" in log
+    assert "Traceback" not in log
+    launch.stop()
+
+
+def test_autostart_false_with_a_refused_value_stays_unconfigured_until_fixed(tmp_path):
+    file = params_file(tmp_path / "mine.yaml", image_topics=["/cli_fix/image_raw"], **TINY)
+    launch = Launch(tmp_path, f"params_file:={file}", "autostart:=false", "mode:=foo", "namespace:=fix")
+    try:
+        wait_for_state("/fix/clip_dinoiser", "unconfigured", launch)
+        assert "staying unconfigured" in launch.log() and "mode: 'foo' is refused" in launch.log()
+        assert "Transitioning failed" in ros2("lifecycle", "set", "/fix/clip_dinoiser", "configure").stdout
+        wait_until(lambda: "configure refused until these start-up values are set" in launch.log(), 10, "the reason")
+        assert ros2("param", "set", "/fix/clip_dinoiser", "mode", "slide").returncode == 0
+        assert "Transitioning successful" in ros2("lifecycle", "set", "/fix/clip_dinoiser", "configure",
+                                                  timeout=120).stdout
+        assert "Transitioning successful" in ros2("lifecycle", "set", "/fix/clip_dinoiser", "activate").stdout
+        wait_for_state("/fix/clip_dinoiser", "active", launch)
+    finally:
+        assert launch.stop() == 0, launch.log()
+
+
+def test_show_args_lists_every_parameter():
+    from clip_dinoiser_ros.ros.parameters import PARAMETERS
+
+    shown = ros2("launch", "clip_dinoiser_ros", "clip_dinoiser.launch.py", "--show-args").stdout
+    missing = [spec.name for spec in PARAMETERS if f"'{spec.name}':" not in shown]
+    assert not missing and "'params_file':" in shown and "'namespace':" in shown, shown
