@@ -69,7 +69,12 @@ _MAX_COMPRESSED_BYTES_PER_PIXEL = 8
 
 # Ignore EXIF orientation so compressed frames keep the pixel layout of the raw frames (and of the
 # camera calibration) that image_transport compressed them from.
-_IMDECODE_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+# cv2.IMREAD_COLOR_RGB exists from OpenCV 4.11 on; older OpenCV (4.6 on Ubuntu 24.04 / Jazzy) decodes
+# to BGR, which is converted after decoding.
+_IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+_IMDECODE_FLAGS = (
+    (cv2.IMREAD_COLOR if _IMREAD_COLOR_RGB is None else _IMREAD_COLOR_RGB) | cv2.IMREAD_IGNORE_ORIENTATION
+)
 
 
 def _unsupported(encoding: str) -> ImageDecodeError:
@@ -152,6 +157,7 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     try:
         with PILImage.open(io.BytesIO(data)) as header:
             width, height = header.size
+            image_format = header.format
     except (OSError, SyntaxError, ValueError):
         # UnidentifiedImageError is an OSError; a header cut short raises a plain OSError.
         raise ImageDecodeError(
@@ -161,12 +167,21 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     except PILImage.DecompressionBombError as error:
         raise ImageDecodeError(f"image header declares a huge image: {error}") from None
     _check_size(width, height, max_pixels)
+    # OpenCV < 4.11 returns a partly grey image for a JPEG cut short; OpenCV >= 4.11 returns None.
+    # A complete JPEG ends with the EOI marker (FF D9), possibly followed by zero padding.
+    if image_format == "JPEG" and not bytes(data[-64:]).rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageDecodeError(
+            f"cannot decode {data.size} bytes of format {msg.format!r} ({width}x{height}): "
+            "corrupt or truncated (no JPEG end marker)"
+        )
     rgb = cv2.imdecode(data, _IMDECODE_FLAGS)
     if rgb is None:
         raise ImageDecodeError(
             f"cannot decode {data.size} bytes of format {msg.format!r} ({width}x{height}): "
             "corrupt or truncated"
         )
+    if _IMREAD_COLOR_RGB is None:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
     return rgb
 
 
