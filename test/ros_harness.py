@@ -100,11 +100,28 @@ def publish_until_answered(node: NodeProcess, publisher: Any, collector: "Collec
     return wait_until(answered, timeout, f"an answer to the frame sent on {publisher.topic_name}", interval=0.3)
 
 
+def answer_to(probe: "Probe", node: Any, message: Any, input_topic: str, output_topic: str, output_type: Any,
+              timeout: float = 30.0) -> Any:
+    """Send ``message`` until its output arrives; the probe's publisher and subscription end with the call.
+
+    Subscriptions that outlive their use keep receiving every frame of big image topics; a loaded probe
+    made Jazzy's Fast DDS 2.14 spin forever in a take that failed to deserialize.
+    """
+    collector = probe.collect(output_type, output_topic)
+    publisher = probe.node.create_publisher(type(message), input_topic, 10)
+    try:
+        return publish_until_answered(node, publisher, collector, message, timeout)
+    finally:
+        probe.node.destroy_subscription(collector.subscription)
+        probe.node.destroy_publisher(publisher)
+
+
 class Collector:
     """Messages of one topic with their arrival times (time.time())."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[Any, float]] = []
+        self.subscription: Any = None
         self._lock = threading.Lock()
 
     def __call__(self, message: Any) -> None:
@@ -139,7 +156,7 @@ class Probe:
 
     def collect(self, message_type: Any, topic: str, qos: Any = 10) -> Collector:
         collector = Collector()
-        self.node.create_subscription(message_type, topic, collector, qos)
+        collector.subscription = self.node.create_subscription(message_type, topic, collector, qos)
         return collector
 
     def close(self) -> None:
@@ -152,6 +169,31 @@ class Probe:
         future = client.call_async(request)
         wait_until(future.done, timeout, f"no answer from {client.srv_name}")
         return future.result()
+
+
+def parameter_client(probe: "Probe", node_name: str) -> Any:
+    """A client of the node's parameter services, as ``ros2 param`` uses them.
+
+    With the parameter services' own QoS (depth 1000): the default services QoS (depth 10) loses answers
+    to a burst of requests (on Jazzy's Fast DDS 2.14 half of 50).
+    """
+    from rclpy.parameter_client import AsyncParameterClient
+    from rclpy.qos import qos_profile_parameters
+
+    client = AsyncParameterClient(probe.node, node_name, qos_profile=qos_profile_parameters)
+    if not client.wait_for_services(timeout_sec=30):
+        raise AssertionError(f"the parameter services of {node_name} did not appear")
+    return client
+
+
+def set_parameter(client: Any, name: str, value: Any, type_: Any = None) -> Any:
+    """Set one parameter as ``ros2 param set`` does; the SetParametersResult (successful, reason)."""
+    from rclpy.parameter import Parameter
+
+    parameter = Parameter(name, value=value) if type_ is None else Parameter(name, type_, value)
+    future = client.set_parameters([parameter])
+    wait_until(future.done, 20, "set_parameters answer")
+    return future.result().results[0]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:

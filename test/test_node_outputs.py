@@ -2,15 +2,13 @@
 import cv2
 import numpy as np
 import pytest
-from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from vision_msgs.msg import LabelInfo
 
 from frame_sources import camvid_frames, spot_messages
 from node_frames import jpeg_message, mono_message, restamped, rgb_message, synthetic_rgb
-from ros_harness import publish_until_answered, running_node, wait_until
+from ros_harness import answer_to, parameter_client, running_node, set_parameter, wait_until
 
 PROMPTS = ["background", "road", "traffic light", "car|truck"]
 NAMES = ["background", "road", "traffic light", "car"]
@@ -40,15 +38,7 @@ def node(ros, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parameters(probe, node):
-    client = AsyncParameterClient(probe.node, "clip_dinoiser")
-    assert client.wait_for_services(timeout_sec=30), node.log()
-    return client
-
-
-def set_parameter(client, name, value):
-    future = client.set_parameters([Parameter(name, value=value)])
-    wait_until(future.done, 20, "set_parameters answer")
-    return future.result().results[0]
+    return parameter_client(probe, "clip_dinoiser")
 
 
 def frame(source):
@@ -68,13 +58,11 @@ def frame(source):
     return restamped(spot_messages(compressed=False)["/spot/camera/frontleft/image"]), 640, 480
 
 
-def send_until_answered(probe, node, topic, message, output_topic, output_type=Image, timeout=30.0):
+def send_until_answered(probe, node, topic, message, output, output_type=Image):
     """Publish ``message`` until the output for its stamp arrives; return that output."""
-    from clip_dinoiser_ros.ros.topics import output_topic as output_name
+    from clip_dinoiser_ros.ros.topics import output_topic
 
-    collector = probe.collect(output_type, output_name(topic, output_topic))
-    publisher = probe.node.create_publisher(type(message), topic, 10)
-    return publish_until_answered(node, publisher, collector, message, timeout)
+    return answer_to(probe, node, message, topic, output_topic(topic, output), output_type)
 
 
 @pytest.mark.parametrize("source", list(TOPICS))
@@ -117,13 +105,12 @@ def test_overlay_and_per_class_topics_are_published_while_subscribed(node, probe
 def test_confidence_as_mono8_is_round_255_p_of_the_32fc1_image(node, probe, parameters):
     message = rgb_message(synthetic_rgb(seed=2), "gen")
     as_float = send_until_answered(probe, node, TOPICS["rgb"], message, "confidence")
-    assert set_parameter(parameters, "confidence_encoding", "mono8").successful
+    assert set_parameter(parameters, "confidence_encoding", "mono8").successful  # in force when answered
     try:
-        as_byte = wait_until(lambda: (m := send_until_answered(probe, node, TOPICS["rgb"], restamped(message),
-                                                               "confidence")).encoding == "mono8" and m,
-                             30, "a mono8 confidence image")
+        as_byte = send_until_answered(probe, node, TOPICS["rgb"], restamped(message), "confidence")
     finally:
         assert set_parameter(parameters, "confidence_encoding", "32FC1").successful
+    assert as_byte.encoding == "mono8"
     expected = np.rint(np.frombuffer(bytes(as_float.data), np.float32) * 255.0)
     got = np.frombuffer(bytes(as_byte.data), np.uint8).reshape(360, as_byte.step)[:, :480].ravel()
     assert (as_byte.width, as_byte.height, as_byte.step) == (480, 360, 480)

@@ -3,12 +3,11 @@ import time
 
 import pytest
 from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import LabelInfo
 
 from node_frames import rgb_message, synthetic_rgb
-from ros_harness import publish_until_answered, running_node, wait_until
+from ros_harness import answer_to, parameter_client, running_node, set_parameter, wait_until
 
 TOPIC = "/prompts_cam/image_raw"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -29,15 +28,11 @@ def node(ros, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parameters(probe, node):
-    client = AsyncParameterClient(probe.node, "clip_dinoiser")
-    assert client.wait_for_services(timeout_sec=30), node.log()
-    return client
+    return parameter_client(probe, "clip_dinoiser")
 
 
 def set_prompts_parameter(client, value, type_=Parameter.Type.STRING_ARRAY):
-    future = client.set_parameters([Parameter("prompts", type_, value)])
-    wait_until(future.done, 20, "set_parameters answer")
-    return future.result().results[0]
+    return set_parameter(client, "prompts", value, type_)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +52,8 @@ def segment_once(probe, node):
     """The per-class summary of one fresh frame: its labels and vocabulary_version are the ones in effect."""
     from clip_dinoiser_ros.msg import ClassConfidences
 
-    collector = probe.collect(ClassConfidences, "/prompts_cam/segmentation/class_confidences")
-    publisher = probe.node.create_publisher(type(rgb_message(synthetic_rgb(64, 48))), TOPIC, 10)
-    return publish_until_answered(node, publisher, collector, rgb_message(synthetic_rgb(64, 48)))
+    return answer_to(probe, node, rgb_message(synthetic_rgb(64, 48)), TOPIC,
+                     "/prompts_cam/segmentation/class_confidences", ClassConfidences)
 
 
 def wait_for_vocabulary(probe, node, label_info, names, timeout=60, version=None):
@@ -153,5 +147,5 @@ def test_prompt_spam_ends_with_the_last_vocabulary_and_the_node_keeps_serving(pr
     wait_until(lambda: all(f.done() for f in futures), 30, "50 answers")
     assert time.monotonic() - started < 10
     assert all(f.result().results[0].successful for f in futures)
-    summary = wait_for_vocabulary(probe, node, label_info, ["object 49", "thing 49"], timeout=60)
+    wait_for_vocabulary(probe, node, label_info, ["object 49", "thing 49"], timeout=60)
     assert node.alive()

@@ -1,4 +1,6 @@
 """Nothing a camera sends kills the node: after every bad frame a good frame still gets its output."""
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -93,7 +95,10 @@ def test_rejections_are_logged_with_the_reason_and_counted(node, probe, io):
 
     publisher, _ = io[RAW]
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    from clip_dinoiser_ros.ros.node import LOG_THROTTLE_S
+
     wait_until(lambda: publisher.get_subscription_count() > 0, 30, "the node subscribed to the raw camera")
+    time.sleep(LOG_THROTTLE_S + 0.5)  # the warning is throttled: let the previous tests' warnings age out
     publisher.publish(raw(100, 100, "rgb8", bytes(1000)))
     assert_good_frame_still_served(node, io, RAW)
     wait_until(lambda: "frame rejected: data holds 1000 bytes" in node.log(), 10, "this frame's warning in the log")

@@ -9,11 +9,10 @@ import threading
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 
 from node_frames import rgb_message, synthetic_rgb
-from ros_harness import publish_until_answered, wait_until
+from ros_harness import answer_to, parameter_client, set_parameter, wait_until
 
 TOPIC = "/state_cam/image_raw"
 
@@ -70,15 +69,7 @@ def spun(ros):
 
 @pytest.fixture(scope="module")
 def parameters(probe, spun):
-    client = AsyncParameterClient(probe.node, "clip_dinoiser")
-    assert client.wait_for_services(timeout_sec=30)
-    return client
-
-
-def set_parameter(client, name, value):
-    future = client.set_parameters([Parameter(name, value=value)])
-    wait_until(future.done, 20, "set_parameters answer")
-    return future.result().results[0]
+    return parameter_client(probe, "clip_dinoiser")
 
 
 def get_parameter(client, name):
@@ -88,9 +79,7 @@ def get_parameter(client, name):
 
 
 def serve_a_frame(probe, spun, output="mask"):
-    collector = probe.collect(Image, f"/state_cam/segmentation/{output}")
-    publisher = probe.node.create_publisher(Image, TOPIC, 10)
-    return publish_until_answered(spun, publisher, collector, rgb_message(synthetic_rgb(96, 64)))
+    return answer_to(probe, spun, rgb_message(synthetic_rgb(96, 64)), TOPIC, f"/state_cam/segmentation/{output}", Image)
 
 
 class Spy:
