@@ -1,8 +1,9 @@
 # Build glue for clip_dinoiser_ros outside a ROS workspace (a plain Python venv with the ROS 2
 # `ros-*` wheels from PyPI). Inside a ROS 2 workspace use `colcon build` instead (CMakeLists.txt).
 #
-#   make install   .venv + pinned dependencies + ROS interfaces + this package (idempotent)
+#   make install   .venv + pinned dependencies + ROS interfaces + ROS 2 tools + this package (idempotent)
 #   make test      install, then run the test suite against the INSTALLED package
+#                  (ROS_DISTRO=jazzy: the same in .venv-jazzy with the ROS 2 Jazzy wheels)
 #   make demo      install, then run the photo-stream demo (make demo WEIGHTS=random)
 #   make bench     install, then run bench/bench_*.py (BENCH=bench/bench_text.py BENCH_ARGS=...)
 #   make clean     remove build/ and the stamps (not .venv)
@@ -17,24 +18,35 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 
 PYTHON ?= python3.11
+# The ROS 2 distribution of the venv: kilted (default, .venv) or jazzy (.venv-jazzy). Its exact package
+# set is .ci/requirements-$(ROS_DISTRO).txt; a sourced ROS 2 setup exports ROS_DISTRO, so it is followed.
+ROS_DISTRO ?= kilted
+ifeq ($(wildcard .ci/requirements-$(ROS_DISTRO).txt),)
+$(error ROS_DISTRO=$(ROS_DISTRO) is not supported here: use kilted (the default) or jazzy)
+endif
+ifeq ($(ROS_DISTRO),kilted)
 VENV ?= .venv
+else
+VENV ?= .venv-$(ROS_DISTRO)
+endif
 VENV_ABS := $(abspath $(VENV))
 VPY := $(VENV_ABS)/bin/python
 PIP := $(VPY) -m pip
-BUILD := build
+BUILD := build/$(ROS_DISTRO)
 STAMPS := $(BUILD)/stamps
 CMAKE_BUILD := $(BUILD)/cmake
 SITE_PACKAGES = $(VENV_ABS)/lib/python3.11/site-packages
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-# Every dependency of the package is pinned in setup.py (install_requires + extras 'test'); the
-# tools that build the venv and the interfaces (pip, setuptools, ament/rosidl CMake tooling) are
-# pinned in .ci/build-requirements.txt; the optional colcon tools (make colcon-tools) here.
+# Exact versions per distribution (ROS 2 wheels, their CMake tooling, torch and the rest) in
+# .ci/requirements-$(ROS_DISTRO).txt; setup.py states only ranges; pip and setuptools in
+# .ci/build-requirements.txt; the optional colcon tools (make colcon-tools) here.
 BUILD_REQUIREMENTS := .ci/build-requirements.txt
+REQUIREMENTS := .ci/requirements-$(ROS_DISTRO).txt
 COLCON_PINS := colcon-common-extensions==0.3.0
 # colcon gets a venv of its own: it pulls in pytest plugins (pytest-cov, -repeat, -rerunfailures)
 # that must not leak into the test environment.
-COLCON_VENV := $(abspath $(BUILD))/colcon-venv
+COLCON_VENV := $(abspath build)/colcon-venv
 
 # Everything in the package (modules and data files), and the directories too, so that deleting or
 # renaming a module also triggers a reinstall.
@@ -84,10 +96,9 @@ $(STAMPS)/bootstrap: $(VENV_ABS)/pyvenv.cfg $(BUILD_REQUIREMENTS)
 	$(PIP) install -r $(BUILD_REQUIREMENTS)
 	touch $@
 
-# All pinned dependencies, straight from setup.py (this also installs the package once; it is
-# reinstalled below, after the interfaces). The build tools stay at their pins (-c).
-$(STAMPS)/deps: setup.py $(STAMPS)/bootstrap
-	$(PIP) install --no-build-isolation -c $(BUILD_REQUIREMENTS) ".[test]"
+# All pinned dependencies of this distribution; the package itself comes last (make package).
+$(STAMPS)/deps: $(REQUIREMENTS) $(STAMPS)/bootstrap
+	$(PIP) install -c $(BUILD_REQUIREMENTS) -r $(REQUIREMENTS)
 	touch $@
 
 # The ROS interfaces (msg/, srv/), built with CMake into the venv. fix_ament_paths.py first points
@@ -115,7 +126,7 @@ $(STAMPS)/interfaces: CMakeLists.txt package.xml setup.py $(INTERFACES) $(SHARE_
 # The ROS 2 tools no registry serves (ros2 CLI, launch, vision_msgs, composition_interfaces), from
 # ../shared/ros2-src or their pinned upstream tags; afterwards .venv/bin/ros2 works with nothing sourced.
 $(STAMPS)/ros-tools: .ci/install_ros2_tools.sh .ci/ros2-tools-requirements.txt .ci/fix_ament_paths.py $(STAMPS)/deps
-	bash .ci/install_ros2_tools.sh $(VENV_ABS) $(BUILD)/ros2-tools
+	bash .ci/install_ros2_tools.sh $(VENV_ABS) $(BUILD)/ros2-tools $(ROS_DISTRO)
 	touch $@
 
 # Our Python package, NOT editable, after the interfaces. setuptools' build/lib cache is dropped so
@@ -133,7 +144,7 @@ $(STAMPS)/package: setup.py $(PY_SOURCES) $(PY_DIRS) $(STAMPS)/interfaces
 # Tests run with the venv's pytest (not `python -m pytest`, which would put the source tree first
 # on sys.path), so they exercise the installed package including the generated messages.
 test: install
-	@echo "make test: ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) FASTDDS_BUILTIN_TRANSPORTS=$(FASTDDS_BUILTIN_TRANSPORTS)"
+	@echo "make test: ROS_DISTRO=$(ROS_DISTRO) ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) FASTDDS_BUILTIN_TRANSPORTS=$(FASTDDS_BUILTIN_TRANSPORTS)"
 	$(VENV_ABS)/bin/pytest test $(PYTEST_ARGS)
 
 demo: install
@@ -156,4 +167,4 @@ colcon-tools: $(STAMPS)/deps
 	@echo "colcon: $(COLCON_VENV)/bin/colcon"
 
 clean:
-	rm -rf $(BUILD) clip_dinoiser_ros.egg-info
+	rm -rf build clip_dinoiser_ros.egg-info

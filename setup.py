@@ -7,32 +7,23 @@ from setuptools import find_packages, setup
 
 PACKAGE = "clip_dinoiser_ros"
 
-ENGINE_REQUIRES = [
-    "torch==2.14.1",
-    "torchvision==0.29.1",
-    "open_clip_torch==3.3.0",
-    "numpy==2.4.6",
-    "pillow==13.0.0",
-    "tqdm==4.70.1",
+# Ranges the package works with; the exact, tested sets (with the ROS 2 wheels of each distribution)
+# are .ci/requirements-kilted.txt and .ci/requirements-jazzy.txt. rclpy and the messages are not listed:
+# they come from the ROS 2 installation (apt, or the ros-* wheels the Makefile installs).
+INSTALL_REQUIRES = [
+    "torch>=2.4",
+    "torchvision>=0.19",
+    "open_clip_torch>=2.26",  # batch-first transformer
+    "numpy>=1.26",
+    "pillow>=10",
+    "tqdm>=4.60",
+    "opencv-python-headless>=4.6",  # Ubuntu 24.04 (Jazzy) ships 4.6
+    "PyYAML>=6",
+    "rosbags>=0.10",
+    "rosbags-image>=0.9",
+    "scikit-image>=0.22",
 ]
-ROS_REQUIRES = [
-    "ros-rclpy==9.1.2",
-    "ros-rmw-fastrtps-cpp==9.3.3",
-    "ros-rcl-interfaces==2.3.0",
-    "ros-sensor-msgs==5.5.1",
-    "ros-std-msgs==5.5.1",
-    "ros-std-srvs==5.5.1",
-    "ros-diagnostic-msgs==5.5.1",
-    "ros-lifecycle-msgs==2.3.0",
-    "opencv-python-headless==5.0.0.93",
-    "PyYAML==6.0.4",
-]
-DATA_REQUIRES = [
-    "rosbags==0.11.9",
-    "rosbags-image==0.10.4",
-    "scikit-image==0.26.0",
-]
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
+TEST_REQUIRES = ["pytest>=8", "pytest-timeout>=2"]
 
 setup(
     name=PACKAGE,
@@ -42,7 +33,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     package_data={f"{PACKAGE}.model": ["configs/*.json"]},
-    install_requires=ENGINE_REQUIRES + ROS_REQUIRES + DATA_REQUIRES,
+    install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={
         "console_scripts": [

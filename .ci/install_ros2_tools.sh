@@ -7,11 +7,13 @@
 # Sources: the archives in $ROS2_SRC (default ../shared/ros2-src) when present, otherwise the same
 # pinned upstream tags, cloned with git (a connected machine).
 #
-# Usage: install_ros2_tools.sh VENV BUILD_DIR
+# Usage: install_ros2_tools.sh VENV BUILD_DIR [ROS_DISTRO]   (patches/ros2cli-<ROS_DISTRO>.patch, if any,
+# adapts the Kilted-era ros2cli to that distribution's rclpy)
 set -euo pipefail
 
 venv="$(realpath "$1")"
 build="$(realpath -m "$2")"
+distro="${3:-kilted}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 archives="${ROS2_SRC:-${here}/../../shared/ros2-src}"
 python="${venv}/bin/python"
@@ -44,6 +46,9 @@ while read -r name repository tag folder; do
     rm -rf "${build}/clone-${name}"
   fi
 done <<< "${SOURCES}"
+if [ -f "${here}/patches/ros2cli-${distro}.patch" ]; then
+  patch --quiet -d "${src}/ros2cli" -p1 < "${here}/patches/ros2cli-${distro}.patch"
+fi
 
 # Logs go to files, shown when a step fails (setuptools is loud about these older setup.py files).
 run_logged() {

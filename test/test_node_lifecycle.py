@@ -78,9 +78,13 @@ def test_transitions_start_stop_and_release(ros, probe, tmp_path):
     assert "Traceback" not in node.log()
 
 
+# Fast DDS 3 (Kilted) names its segments fastdds_*, Fast DDS 2.14 (Jazzy) fastrtps_*.
+SHM_PREFIXES = ("/dev/shm/fastdds_", "/dev/shm/fastrtps_")
+
+
 def fastdds_segments() -> set[str]:
     """Fast DDS shared-memory segments (lock and semaphore files aside)."""
-    return {p for p in glob.glob("/dev/shm/fastdds_*") if not p.endswith(("_el", "_sl"))}
+    return {p for prefix in SHM_PREFIXES for p in glob.glob(f"{prefix}*") if not p.endswith(("_el", "_sl"))}
 
 
 def segments_in_use() -> set[str]:
@@ -89,7 +93,7 @@ def segments_in_use() -> set[str]:
     for maps in glob.glob("/proc/[0-9]*/maps"):
         try:
             with open(maps) as handle:
-                used.update(line.split()[-1] for line in handle if "/dev/shm/fastdds_" in line)
+                used.update(line.split()[-1] for line in handle if any(p in line for p in SHM_PREFIXES))
         except OSError:
             continue
     return used
@@ -110,7 +114,7 @@ def check_clean_sigint(probe, node):
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     assert serves_a_frame(probe, node, collector, publisher, timeout=90)  # includes the node's start-up
     with open(f"/proc/{node.process.pid}/maps") as maps:
-        node_segments = {line.split()[-1] for line in maps if "/dev/shm/fastdds_" in line}
+        node_segments = {line.split()[-1] for line in maps if any(p in line for p in SHM_PREFIXES)}
     assert node_segments, "the node should be using shared memory while streaming"
     for _ in range(20):
         publisher.publish(rgb_message(synthetic_rgb()))
