@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import Image
 
 from node_frames import rgb_message, synthetic_rgb
-from ros2_cli import ros2, stop_daemon
+from ros2_cli import lifecycle_set, ros2, stop_daemon, wait_for_state
 from ros_harness import NodeProcess, publish_until_answered, wait_until
 
 NODE = "/act/clip_dinoiser"
@@ -21,7 +21,7 @@ def node(ros, tmp_path_factory):
         "image_topics": [GOOD], "prompts": ["road", "car"], "clip_model": "ViT-Tiny-16-test", "random_weights": True,
     }, "-r", "__ns:=/act")
     try:
-        wait_until(lambda: "active [3]" in ros2("lifecycle", "get", NODE).stdout, 120, "the node active")
+        wait_for_state(NODE, "active")
         yield process
     finally:
         status = process.stop()
@@ -37,7 +37,7 @@ def graph_topics(probe) -> set[str]:
 def inactive_with(node, topics) -> int:
     """Deactivate, set ``topics`` (accepted: they apply on activate); the thread count when inactive."""
     if "active [3]" in ros2("lifecycle", "get", NODE).stdout:
-        assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "deactivate").stdout
+        lifecycle_set(NODE, "deactivate", "Transitioning successful", "inactive")
     value = "[" + ", ".join(f"'{t}'" for t in topics) + "]"
     result = ros2("param", "set", NODE, "image_topics", value)
     assert "Set parameter successful" in result.stdout, result.stdout
@@ -52,9 +52,7 @@ def inactive_with(node, topics) -> int:
 def test_failed_activation_leaves_nothing_behind(node, probe, topics, reason):
     before_topics = graph_topics(probe)
     threads = inactive_with(node, topics)
-    result = ros2("lifecycle", "set", NODE, "activate")
-    assert "Transitioning failed" in result.stdout, result.stdout
-    assert "inactive [2]" in ros2("lifecycle", "get", NODE).stdout
+    lifecycle_set(NODE, "activate", "Transitioning failed", "inactive")
     wait_until(lambda: reason in node.log(), 10, f"the reason {reason!r} in the log")
     assert "activate failed, staying inactive" in node.log()
     leftovers = {t for t in graph_topics(probe) - before_topics if "segmentation" in t or "image_raw" in t}
@@ -64,7 +62,7 @@ def test_failed_activation_leaves_nothing_behind(node, probe, topics, reason):
     assert node.threads() == threads, "a thread of the failed activation is still running"
 
     inactive_with(node, [GOOD])
-    assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "activate").stdout
+    lifecycle_set(NODE, "activate", "Transitioning successful", "active")
     collector = probe.collect(Image, "/act_good/segmentation/mask")
     publisher = probe.node.create_publisher(Image, GOOD, 10)
     publish_until_answered(node, publisher, collector, rgb_message(synthetic_rgb(64, 48)))

@@ -129,7 +129,10 @@ def test_missing_weights_fail_configure_with_the_fetch_instructions(ros, tmp_pat
 
     save_checkpoint(DinoiserHeads(768), tmp_path / "last.pt", epoch=1)  # the heads are read before CLIP
     node = NodeProcess(tmp_path, {"image_topics": [TOPIC], "heads": str(tmp_path / "last.pt")})
-    assert node.process.wait(120) == 1
+    try:
+        assert node.process.wait(120) == 1
+    finally:
+        node.stop()
     log = node.log()
     assert "configure failed" in log and "laion2b_s34b_b88k" in log and "open_clip.create_model" in log
     assert "Traceback" not in log

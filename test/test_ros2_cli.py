@@ -11,7 +11,7 @@ import yaml
 from sensor_msgs.msg import Image
 
 from node_frames import rgb_message, synthetic_rgb
-from ros2_cli import Launch, ros2, ros2_executable, stop_daemon
+from ros2_cli import Launch, lifecycle_set, ros2, ros2_executable, stop_daemon, wait_for_state
 from ros_harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +36,6 @@ def param_get(node: str, name: str):
     kind, _, value = result.stdout.strip().partition(" is: ") if " is: " in result.stdout else \
         result.stdout.strip().partition(" are: ")
     return yaml.safe_load(value) if "values" in kind else value
-
-
-def wait_for_state(node: str, state: str, launch=None, timeout: float = 120.0) -> None:
-    def reached():
-        if launch is not None:
-            assert launch.alive(), launch.log()
-        return f"{state} [" in ros2("lifecycle", "get", node).stdout
-
-    wait_until(reached, timeout, f"{node} {state}", interval=0.5)
 
 
 def echo_once(probe, topic: str, message_type: str, frame_topic: str, *options: str) -> str:
@@ -72,9 +63,12 @@ def launched(tmp_path_factory):
     file = params_file(directory / "mine.yaml", image_topics=["/cli_front/image_raw"], prompts=["road", "car|truck"],
                        heads="/opt/robot/heads.pt", **TINY)
     launch = Launch(directory, f"params_file:={file}")
-    wait_for_state("/clip_dinoiser", "active", launch)
-    yield launch
-    assert launch.stop() == 0, launch.log()
+    try:  # stopped even when the set-up fails: a node left running would answer the next module's calls
+        wait_for_state("/clip_dinoiser", "active", launch)
+        yield launch
+    finally:
+        status = launch.stop()
+    assert status == 0, launch.log()
     assert "Traceback" not in launch.log()
 
 
@@ -108,12 +102,10 @@ def test_param_set_and_get_with_refusals_naming_what_is_allowed(launched):
 
 
 def test_lifecycle_set_stops_and_restarts_streaming(launched):
-    assert "Transitioning successful" in ros2("lifecycle", "set", "/clip_dinoiser", "deactivate").stdout
-    wait_for_state("/clip_dinoiser", "inactive", launched)
+    lifecycle_set("/clip_dinoiser", "deactivate", "Transitioning successful", "inactive")
     wait_until(lambda: "/cli_front/segmentation/mask" not in ros2("topic", "list").stdout.split(), 20,
                "the mask topic gone")
-    assert "Transitioning successful" in ros2("lifecycle", "set", "/clip_dinoiser", "activate").stdout
-    wait_for_state("/clip_dinoiser", "active", launched)
+    lifecycle_set("/clip_dinoiser", "activate", "Transitioning successful", "active")
     assert "Publisher count: 1" in ros2("topic", "info", "/cli_front/segmentation/mask").stdout
 
 
@@ -178,11 +170,13 @@ def test_launch_arguments_override_the_file_only_when_given(tmp_path):
 def test_a_refused_launch_argument_stops_the_node_with_the_reason(tmp_path):
     file = params_file(tmp_path / "mine.yaml", image_topics=["/cli_bad/image_raw"], **TINY)
     launch = Launch(tmp_path, f"params_file:={file}", "mode:=foo", "namespace:=bad")
-    assert launch.wait(120) is not None, launch.log()
+    try:
+        assert launch.wait(120) is not None, launch.log()
+    finally:
+        launch.stop()
     log = launch.log()
     assert "mode: 'foo' is refused; allowed: one of whole, slide" in log and "exit code 1" in log
     assert "Traceback" not in log
-    launch.stop()
 
 
 def test_autostart_false_with_a_refused_value_stays_unconfigured_until_fixed(tmp_path):
@@ -191,13 +185,11 @@ def test_autostart_false_with_a_refused_value_stays_unconfigured_until_fixed(tmp
     try:
         wait_for_state("/fix/clip_dinoiser", "unconfigured", launch)
         assert "staying unconfigured" in launch.log() and "mode: 'foo' is refused" in launch.log()
-        assert "Transitioning failed" in ros2("lifecycle", "set", "/fix/clip_dinoiser", "configure").stdout
+        lifecycle_set("/fix/clip_dinoiser", "configure", "Transitioning failed", "unconfigured")
         wait_until(lambda: "configure refused until these start-up values are set" in launch.log(), 10, "the reason")
         assert ros2("param", "set", "/fix/clip_dinoiser", "mode", "slide").returncode == 0
-        assert "Transitioning successful" in ros2("lifecycle", "set", "/fix/clip_dinoiser", "configure",
-                                                  timeout=120).stdout
-        assert "Transitioning successful" in ros2("lifecycle", "set", "/fix/clip_dinoiser", "activate").stdout
-        wait_for_state("/fix/clip_dinoiser", "active", launch)
+        lifecycle_set("/fix/clip_dinoiser", "configure", "Transitioning successful", "inactive")
+        lifecycle_set("/fix/clip_dinoiser", "activate", "Transitioning successful", "active")
     finally:
         assert launch.stop() == 0, launch.log()
 
