@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -38,13 +38,12 @@ class CameraReport:
 class CameraStats:
     """Counters updated by callbacks and the worker; ``report`` is called once per diagnostics tick."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._received = self._published = self._rejected = 0
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._history: deque[tuple[float, int, int, int]] = deque([(clock(), 0, 0, 0)])
+        self._history: deque[tuple[float, int, int, int]] = deque([(time.monotonic(), 0, 0, 0)])
 
     def on_received(self) -> None:
         with self._lock:
@@ -63,7 +62,7 @@ class CameraStats:
     def report(self) -> CameraReport:
         """Rates since the previous report, counts over the window, latency over the last frames."""
         with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             counts = (self._received, self._published, self._rejected)
             previous_time, *previous = self._history[-1]
             while len(self._history) > 1 and now - self._history[1][0] >= WINDOW_S:
@@ -107,16 +106,15 @@ def camera_status(name: str, report: CameraReport, dropped: int, context: dict[s
 class VocabularyHealth:
     """The last vocabulary failure, WARN for ``WINDOW_S`` after it happened."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._failure: Optional[tuple[float, str]] = None
 
     def on_failed(self, reason: str) -> None:
-        self._failure = (self._clock(), reason)
+        self._failure = (time.monotonic(), reason)
 
     def status(self, name: str, context: dict[str, str]) -> DiagnosticStatus:
         failure = self._failure
-        if failure is not None and self._clock() - failure[0] < WINDOW_S:
+        if failure is not None and time.monotonic() - failure[0] < WINDOW_S:
             level, message = DiagnosticStatus.WARN, f"prompts refused by the model, kept the previous: {failure[1]}"
         else:
             level, message = DiagnosticStatus.OK, "ok"
