@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ros_harness import wait_until
+from ros_harness import LoggedProcess, wait_until
 
 
 def ros2_executable() -> str:
@@ -85,36 +85,12 @@ def stop_daemon() -> None:
     ros2("daemon", "stop", timeout=30)
 
 
-class Launch:
-    """``ros2 launch clip_dinoiser_ros clip_dinoiser.launch.py ARGS`` in its own process, stopped with SIGINT."""
+class Launch(LoggedProcess):
+    """``ros2 launch clip_dinoiser_ros clip_dinoiser.launch.py ARGS``; SIGINT is passed on to the node."""
 
     def __init__(self, directory: Path, *arguments: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.log_file = directory / "launch.log"
-        self._log = open(self.log_file, "wb")
-        self.process = subprocess.Popen(
-            [ros2_executable(), "launch", "clip_dinoiser_ros", "clip_dinoiser.launch.py", *arguments],
-            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait(self, timeout: float) -> Optional[int]:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        super().__init__([ros2_executable(), "launch", "clip_dinoiser_ros", "clip_dinoiser.launch.py", *arguments],
+                         directory / "launch.log")
 
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGINT (launch passes it on to the node), then wait; a forced kill is reported as -9."""
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            if self.wait(timeout) is None:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+        return super().stop(timeout)

@@ -10,7 +10,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -37,24 +37,14 @@ def node_executable() -> str:
     return str(script)
 
 
-class NodeProcess:
-    """The clip_dinoiser node in its own process, started with --params-file, stopped with SIGINT."""
+class LoggedProcess:
+    """A process of a test, its output in a log file, stopped with SIGINT (then killed, reported as -9)."""
 
-    def threads(self) -> int:
-        """Threads of the node process now (Python's, DDS's, torch's)."""
-        with open(f"/proc/{self.process.pid}/status") as status:
-            return int(next(line.split()[1] for line in status if line.startswith("Threads:")))
-
-    def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.params_file = directory / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
-        self.log_file = directory / "node.log"
-        self._log = open(self.log_file, "wb")
-        self.process = subprocess.Popen(
-            [node_executable(), "--ros-args", "--params-file", str(self.params_file), *ros_arguments],
-            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )
+    def __init__(self, command: list[str], log_file: Path) -> None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file = log_file
+        self._log = open(log_file, "wb")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -62,17 +52,38 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def wait(self, timeout: float) -> Optional[int]:
+        """The exit status, or None when it still runs after ``timeout`` seconds."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT, then wait; returns the exit status (a forced kill is reported as -9)."""
+        """SIGINT, then wait; returns the exit status."""
         if self.alive():
             self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
+            if self.wait(timeout) is None:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+class NodeProcess(LoggedProcess):
+    """The clip_dinoiser node in its own process, started with --params-file."""
+
+    def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.params_file = directory / "params.yaml"
+        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
+        super().__init__([node_executable(), "--ros-args", "--params-file", str(self.params_file), *ros_arguments],
+                         directory / "node.log")
+
+    def threads(self) -> int:
+        """Threads of the node process now (Python's, DDS's, torch's)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            return int(next(line.split()[1] for line in status if line.startswith("Threads:")))
 
 
 @contextmanager
