@@ -4,8 +4,11 @@ The node is the installed executable that ``ros2 run`` and ``ros2 launch`` start
 refused before the model libraries load, so each run takes well under a second of work.
 """
 import os
+import signal
 import subprocess
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import pytest
 import yaml
@@ -46,11 +49,34 @@ BAD_VALUES = [
 EXTRA = {"prompts:[a, b, c]": {"max_prompts": 2}}
 
 
+HANG_S = 60
+
+
+def run_once(arguments, directory) -> tuple[Optional[int], str]:
+    """(exit status or None when it hung, everything it printed; on a hang, every thread's stack)."""
+    environment = dict(os.environ, PYTHONFAULTHANDLER="1")
+    with subprocess.Popen([node_executable(), "--ros-args", *arguments], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=environment, cwd=directory) as process:
+        try:
+            output = process.communicate(timeout=HANG_S)[0]
+            return process.returncode, output
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler prints the stacks before the process dies
+            return None, process.communicate()[0]
+
+
 def start(arguments, directory, name):
-    """Run the node to its end; (exit status, everything it printed)."""
-    result = subprocess.run([node_executable(), "--ros-args", *arguments], capture_output=True, text=True,
-                            timeout=120, env=dict(os.environ), cwd=directory)
-    return result.returncode, result.stdout + result.stderr
+    """Run the node to its end; (exit status, everything it printed).
+
+    Fast DDS's shared-memory transport can hang a participant on rare occasions (eProsima/Fast-DDS#1144,
+    ros2/rmw_fastrtps#695, #908), seen once in about 3000 starts here: a hung start is shown as a
+    warning with its stacks and run again; a second hang fails.
+    """
+    status, output = run_once(arguments, directory)
+    if status is None:
+        warnings.warn(f"the node hung {HANG_S} s and was run again; its stacks:\n{output}")
+        status, output = run_once(arguments, directory)
+    return status, output
 
 
 def as_params_file(directory, index, name, value):
@@ -69,7 +95,7 @@ def as_dash_p(directory, index, name, value):
 def test_every_bad_value_is_refused_in_one_line_with_exit_status_1(source, tmp_path):
     assert len(BAD_VALUES) >= 15
     runs = [source(tmp_path, index, name, value) for index, (name, value, _) in enumerate(BAD_VALUES)]
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda arguments: start(arguments, tmp_path, ""), runs))
     failures = []
     for (name, value, expected), (status, output) in zip(BAD_VALUES, results):

@@ -106,7 +106,9 @@ def test_lifecycle_set_stops_and_restarts_streaming(launched):
     wait_until(lambda: "/cli_front/segmentation/mask" not in ros2("topic", "list").stdout.split(), 20,
                "the mask topic gone")
     lifecycle_set("/clip_dinoiser", "activate", "Transitioning successful", "active")
-    assert "Publisher count: 1" in ros2("topic", "info", "/cli_front/segmentation/mask").stdout
+    # the daemon's graph learns of the new publisher by discovery, a moment after the transition's reply
+    wait_until(lambda: "Publisher count: 1" in ros2("topic", "info", "/cli_front/segmentation/mask").stdout, 20,
+               "the mask publisher back")
 
 
 def shipped_yaml_with(**changes) -> dict:
