@@ -1,14 +1,16 @@
 """Latest-frame-only hand-over from subscription callbacks to the inference worker.
 
 Each camera has one slot: a new frame replaces the waiting one (counted as dropped), so the worker
-always processes the newest frame and nothing queues up behind a slow model.
+always processes the newest frame and nothing queues up behind a slow model. The rate limit counts on
+a clock the owner chooses (ROS time for the node, so a bag played with ``--clock`` is limited in its own
+time); waiting and time-outs are always monotonic.
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 @dataclass(frozen=True)
@@ -18,8 +20,12 @@ class Frame:
     received: float  # time.monotonic() at arrival
 
 
+POLL_S = 0.05  # how often a wait for the rate limit looks at a clock that may not be monotonic
+
+
 class FrameMailbox:
-    def __init__(self, cameras: list[str]) -> None:
+    def __init__(self, cameras: list[str], clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._cameras = list(cameras)
         self._slots: dict[str, Optional[Frame]] = {c: None for c in cameras}
         self._last_taken: dict[str, float] = {c: float("-inf") for c in cameras}
@@ -41,14 +47,16 @@ class FrameMailbox:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             while not self._closed:
-                now = time.monotonic()
-                frame, wait = self._pop_due(now, min_interval)
+                frame, wait = self._pop_due(self._clock(), min_interval)
                 if frame is not None:
                     return frame
+                if wait is not None:
+                    wait = min(wait, POLL_S)
                 if deadline is not None:
-                    wait = min(wait, deadline - now) if wait is not None else deadline - now
-                    if wait <= 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         return None
+                    wait = left if wait is None else min(wait, left)
                 self._condition.wait(wait)
         return None
 
@@ -59,6 +67,8 @@ class FrameMailbox:
             camera = self._cameras[(self._next + offset) % count]
             if self._slots[camera] is None:
                 continue
+            if self._last_taken[camera] > now:  # the clock went back: a bag played again from its start
+                self._last_taken[camera] = float("-inf")
             due = self._last_taken[camera] + min_interval
             if due <= now:
                 frame, self._slots[camera] = self._slots[camera], None

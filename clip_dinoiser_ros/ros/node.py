@@ -41,6 +41,7 @@ from . import outputs, topics
 from .diagnostics import CameraStats, VocabularyHealth, camera_status
 from .frame_mailbox import FrameMailbox
 from .image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .outputs import Wanted
 from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, refusals
 from .torch_threads import run_on_short_lived_thread
 from .vocabulary_switcher import VocabularySwitcher
@@ -70,16 +71,6 @@ class Camera:
     @property
     def topic(self) -> str:
         return self.names.input
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """The outputs of one frame that somebody subscribes to (the mask is always published)."""
-
-    confidence: bool
-    class_confidences: bool
-    overlay: bool
-    class_maps: bool
 
 
 class ClipDinoiserNode(LifecycleNode):
@@ -216,7 +207,7 @@ class ClipDinoiserNode(LifecycleNode):
     def _start_streaming(self, plans: list[topics.CameraTopics]) -> None:
         """Publishers, subscriptions, diagnostics, then the worker; the caller undoes it on any error."""
         self._cameras = {plan.input: Camera(plan) for plan in plans}
-        self._mailbox = FrameMailbox(list(self._cameras))
+        self._mailbox = FrameMailbox(list(self._cameras), clock=self._seconds_now)
         for camera in self._cameras.values():
             self._create_outputs(camera)
         self._publish_label_info()
@@ -350,6 +341,10 @@ class ClipDinoiserNode(LifecycleNode):
         if mailbox is not None:
             mailbox.put(camera.topic, message)
 
+    def _seconds_now(self) -> float:
+        """The node's clock: under use_sim_time, max_rate_hz counts in the played bag's time."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _work(self) -> None:
         mailbox = self._mailbox
         while True:
@@ -409,25 +404,18 @@ class ClipDinoiserNode(LifecycleNode):
 
     def _publish(self, camera: Camera, header: Any, rgb, segmentation: Segmentation, version: int,
                  received: float, wanted: Wanted) -> None:
-        labels = outputs.thresholded_labels(segmentation, self.param("confidence_threshold"))
+        messages = outputs.camera_messages(
+            segmentation, rgb, header, version=version, threshold=self.param("confidence_threshold"),
+            confidence_encoding=self.param("confidence_encoding"), wanted=wanted,
+        )
         with self._outputs_lock:
             publishers = camera.publishers
             if not publishers:
                 return
-            publishers["mask"].publish(outputs.mask_image(labels, header))
-            camera.stats.on_published(time.monotonic() - received)
-            if wanted.confidence:
-                publishers["confidence"].publish(
-                    outputs.confidence_image(segmentation.confidence, self.param("confidence_encoding"), header)
-                )
-            if wanted.class_confidences:
-                coverage, mean_confidence, max_confidence = outputs.class_statistics(segmentation, labels)
-                publishers["class_confidences"].publish(ClassConfidences(
-                    header=header, vocabulary_version=version, labels=list(segmentation.prompts),
-                    coverage=coverage, mean_confidence=mean_confidence, max_confidence=max_confidence,
-                ))
-            if wanted.overlay:
-                publishers["overlay"].publish(outputs.overlay_image(rgb, labels, segmentation.prompts, header))
+            for name, message in messages.items():
+                publishers[name].publish(message)
+                if name == "mask":
+                    camera.stats.on_published(time.monotonic() - received)
             if segmentation.probs is not None:
                 for index, token in enumerate(topics.class_topic_tokens(segmentation.prompts)):
                     publisher = camera.class_publishers.get(token)

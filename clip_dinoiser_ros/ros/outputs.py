@@ -1,13 +1,19 @@
-"""Segmentation results as standard, self-describing ROS messages (no rclpy here)."""
+"""Segmentation results as standard, self-describing ROS messages (no rclpy here).
+
+The live node publishes these messages and the bag tool writes them, so both carry the same types and
+encodings.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
 
+from ..msg import ClassConfidences
 from ..visualization import overlay
 from .image_codec import array_to_image
 
@@ -16,6 +22,19 @@ if TYPE_CHECKING:
 
 UNLABELLED_MONO8 = 255  # vision_msgs' convention: the largest id of the mask's type is "unlabelled"
 UNLABELLED_MONO16 = 65535
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The outputs of one frame that somebody wants (the mask is always made)."""
+
+    confidence: bool
+    class_confidences: bool
+    overlay: bool
+    class_maps: bool
+
+
+EVERY_OUTPUT = Wanted(confidence=True, class_confidences=True, overlay=True, class_maps=True)
 
 
 def thresholded_labels(segmentation: Segmentation, threshold: float) -> np.ndarray:
@@ -67,3 +86,25 @@ def class_statistics(segmentation: Segmentation, labels: np.ndarray) -> tuple[li
     coverage = counts / max(flat.size, 1)
     mean_confidence = np.divide(confidence_sums, counts, out=np.zeros(classes), where=counts > 0)
     return coverage.tolist(), mean_confidence.tolist(), segmentation.class_max.astype(np.float64).tolist()
+
+
+def class_confidences(segmentation: Segmentation, labels: np.ndarray, version: int, header: Header) -> ClassConfidences:
+    coverage, mean_confidence, max_confidence = class_statistics(segmentation, labels)
+    return ClassConfidences(
+        header=header, vocabulary_version=version, labels=list(segmentation.prompts),
+        coverage=coverage, mean_confidence=mean_confidence, max_confidence=max_confidence,
+    )
+
+
+def camera_messages(segmentation: Segmentation, rgb: np.ndarray, header: Header, *, version: int, threshold: float,
+                    confidence_encoding: str, wanted: Wanted) -> dict[str, Any]:
+    """One frame's messages by output name (topics.OUTPUTS), the mask first; per-class maps are not among them."""
+    labels = thresholded_labels(segmentation, threshold)
+    messages: dict[str, Any] = {"mask": mask_image(labels, header)}
+    if wanted.confidence:
+        messages["confidence"] = confidence_image(segmentation.confidence, confidence_encoding, header)
+    if wanted.class_confidences:
+        messages["class_confidences"] = class_confidences(segmentation, labels, version, header)
+    if wanted.overlay:
+        messages["overlay"] = overlay_image(rgb, labels, segmentation.prompts, header)
+    return messages
