@@ -22,8 +22,9 @@ INSTALL_REQUIRES = [
     "rosbags>=0.10",
     "rosbags-image>=0.9",
     "scikit-image>=0.22",
+    "matplotlib>=3.8",  # the evaluation's plots
 ]
-TEST_REQUIRES = ["pytest>=8", "pytest-timeout>=2"]
+TEST_REQUIRES = ["pytest>=8", "pytest-timeout>=2", "mcap-ros2-support>=0.5"]
 
 setup(
     name=PACKAGE,
@@ -40,6 +41,7 @@ setup(
             "clip-dinoiser-segment = clip_dinoiser_ros.cli.segment:main",
             "clip_dinoiser_node = clip_dinoiser_ros.ros.run_node:main",
             "clip-dinoiser-demo = clip_dinoiser_ros.demo.stream_photos:main",
+            "clip-dinoiser-bag = clip_dinoiser_ros.cli.bag:main",
         ]
     },
 )

@@ -1,0 +1,154 @@
+"""``eval``: mIoU of a bag's predictions against ground truth, matched frame by frame by header stamp.
+
+Predictions are the engine's on a camera topic, or masks already in the bag (recorded from the live
+node: no model is loaded). A mask's values are mapped to ground-truth ids through the bag's
+vision_msgs/LabelInfo of that camera when it has one, else taken as the classes file's prompt order.
+Frames without ground truth, and ground truth without a frame, are counted and reported.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image as PILImage
+from tqdm import tqdm
+
+from ..evaluation import ConfusionMatrix, scores
+from .errors import BagError
+from .reading import check_topics, messages, mono_labels, open_bag, stamp_ns, to_rgb
+
+NO_CLASS = -1  # a prediction that is none of the ground-truth classes (the confusion's last column)
+LABEL_INFO = "vision_msgs/msg/LabelInfo"
+MASK_TYPES = ("sensor_msgs/msg/Image",)
+
+
+def read_classes(path: Path) -> list[list[str]]:
+    """Line i names ground-truth id i; synonyms are separated by commas (``sidewalk, pavement``)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise BagError(f"--classes {path}: {error.strerror or error}") from error
+    classes = [[name.strip() for name in line.split(",") if name.strip()] for line in lines]
+    empty = [str(index + 1) for index, names in enumerate(classes) if not names]
+    if not classes or empty:
+        raise BagError(f"--classes {path}: every line names one class (empty line(s): {', '.join(empty) or 'all'})")
+    return classes
+
+
+def prompts_and_lookup(classes: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
+    """All synonyms as one prompt list, and the ground-truth id of each prompt."""
+    prompts = [name for names in classes for name in names]
+    lookup = np.array([index for index, names in enumerate(classes) for _ in names], dtype=np.int64)
+    return prompts, lookup
+
+
+def to_ground_truth_ids(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:
+    """Prediction ids as ground-truth ids; values outside the lookup (unlabelled 255) become NO_CLASS."""
+    table = np.append(lookup, NO_CLASS)
+    return table[np.minimum(labels.astype(np.int64), len(lookup))]
+
+
+@dataclass
+class Prediction:
+    stamp: int
+    labels: np.ndarray  # ground-truth ids, NO_CLASS for none
+
+
+@dataclass
+class EvalResult:
+    matrix: np.ndarray
+    per_frame: list[tuple[float, float]] = field(default_factory=list)
+    matched: int = 0
+    unmatched_predictions: int = 0
+    unmatched_labels: int = 0
+
+
+def engine_predictions(bag: Path, topic: str, segment: Callable[[np.ndarray], np.ndarray],
+                       lookup: np.ndarray) -> Iterator[Prediction]:
+    reader = open_bag(bag)
+    try:
+        check_topics(reader, [topic])
+        for item in messages(reader, [topic]):
+            yield Prediction(stamp_ns(item.message), to_ground_truth_ids(segment(to_rgb(item)), lookup))
+    finally:
+        reader.close()
+
+
+def label_info_lookup(names: Sequence[str], classes: Sequence[Sequence[str]]) -> np.ndarray:
+    by_name = {name.casefold(): index for index, synonyms in enumerate(classes) for name in synonyms}
+    unknown = [name for name in names if name.casefold() not in by_name]
+    if unknown:
+        raise BagError(f"the bag's label_info names classes missing from --classes: {', '.join(unknown)}")
+    return np.array([by_name[name.casefold()] for name in names], dtype=np.int64)
+
+
+def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]]) -> Iterator[Prediction]:
+    reader = open_bag(bag)
+    try:
+        check_topics(reader, [topic], MASK_TYPES)
+        info_topic = topic.rsplit("/", 1)[0] + "/label_info"
+        types = {c.topic: c.msgtype for c in reader.connections}
+        with_info = types.get(info_topic) == LABEL_INFO
+        lookup = prompts_and_lookup(classes)[1]
+        if not with_info:
+            tqdm.write(f"note: no {info_topic} in the bag; mask values are taken as the --classes prompts in order")
+        for item in messages(reader, [topic, info_topic] if with_info else [topic]):
+            if item.topic == info_topic:
+                lookup = label_info_lookup([c.class_name for c in item.message.class_map], classes)
+                continue
+            yield Prediction(stamp_ns(item.message), to_ground_truth_ids(mono_labels(item), lookup))
+    finally:
+        reader.close()
+
+
+def topic_ground_truth(bag: Path, topic: str) -> dict[int, np.ndarray]:
+    reader = open_bag(bag)
+    try:
+        check_topics(reader, [topic], MASK_TYPES)
+        return {stamp_ns(item.message): mono_labels(item) for item in messages(reader, [topic])}
+    finally:
+        reader.close()
+
+
+def read_label_file(path: Path) -> np.ndarray:
+    with PILImage.open(path) as image:
+        if image.mode not in ("L", "P", "I;16"):
+            raise BagError(f"{path}: labels must be single-channel class ids, not mode {image.mode}")
+        return np.asarray(image)
+
+
+def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: int, *,
+             label_topic: Optional[dict[int, np.ndarray]] = None, label_files: Optional[list[Path]] = None,
+             total: Optional[int] = None) -> EvalResult:
+    """Accumulate the confusion; exactly one of ``label_topic`` (by stamp) and ``label_files`` (by order)."""
+    confusion = ConfusionMatrix(num_classes)
+    result = EvalResult(confusion.matrix)
+    first: Optional[int] = None
+    with tqdm(total=total, unit="frame", desc="eval", dynamic_ncols=True) as progress:
+        for index, prediction in enumerate(predictions):
+            progress.update()
+            if label_files is not None:
+                if index >= len(label_files):
+                    raise BagError(f"label/frame mismatch: more frames than the {len(label_files)} label files")
+                truth = read_label_file(label_files[index])
+            else:
+                truth = label_topic.pop(prediction.stamp, None)
+                if truth is None:
+                    result.unmatched_predictions += 1
+                    continue
+            try:
+                frame = confusion.update(prediction.labels, truth, ignore_index)
+            except ValueError as error:
+                raise BagError(f"frame at stamp {prediction.stamp} ns: {error}") from error
+            first = prediction.stamp if first is None else first
+            result.per_frame.append(((prediction.stamp - first) / 1e9, scores(frame).miou))
+            result.matched += 1
+            progress.set_postfix(mIoU=f"{100 * scores(confusion.matrix).miou:.1f}")
+    if label_files is not None and result.matched != len(label_files):
+        raise BagError(f"label/frame mismatch: {result.matched} frames but {len(label_files)} label files")
+    result.unmatched_labels = len(label_topic) if label_topic is not None else 0
+    result.matrix = confusion.matrix
+    return result

@@ -1,0 +1,97 @@
+"""Opening bags and walking their camera frames, with errors that say what is wrong and what exists."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+
+from ..ros.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .errors import BagError
+from .typestore import ros2_typestore
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+MAX_PIXELS = 1 << 30
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    timestamp: int  # receive (log) time in ns, as recorded
+    message: Any  # rosbags' deserialised message
+
+
+def open_bag(path: Path) -> AnyReader:
+    """An opened reader for a ROS 1 ``.bag`` or a rosbag2 folder (sqlite3 or mcap)."""
+    if not path.exists():
+        raise BagError(f"{path}: no such bag (a ROS 1 .bag file or a rosbag2 folder)")
+    try:
+        reader = AnyReader([path], default_typestore=ros2_typestore())
+        reader.open()
+    except (AnyReaderError, OSError, ValueError, KeyError) as error:
+        raise BagError(f"{path}: not a readable bag: {error}") from error
+    return reader
+
+
+def topic_types(reader: AnyReader) -> dict[str, str]:
+    return {connection.topic: connection.msgtype for connection in reader.connections}
+
+
+def image_topics(reader: AnyReader) -> list[str]:
+    return sorted(topic for topic, msgtype in topic_types(reader).items() if msgtype in IMAGE_TYPES)
+
+
+def check_topics(reader: AnyReader, topics: Sequence[str], accepted: Sequence[str] = IMAGE_TYPES) -> None:
+    """Every requested topic exists and has an accepted type; the error lists what the bag does hold."""
+    types = topic_types(reader)
+    for topic in topics:
+        if topic not in types:
+            candidates = [t for t, msgtype in types.items() if msgtype in accepted]
+            raise BagError(f"topic {topic} is not in the bag; its {' or '.join(accepted)} topics: "
+                           f"{', '.join(sorted(candidates)) or 'none'}")
+        if types[topic] not in accepted:
+            raise BagError(f"topic {topic} holds {types[topic]}, not {' or '.join(accepted)}")
+
+
+def messages(reader: AnyReader, topics: Sequence[str]) -> Iterator[BagMessage]:
+    """The topics' messages in recorded order; a message that cannot be decoded is a BagError."""
+    connections = [c for c in reader.connections if c.topic in topics]
+    for connection, timestamp, raw in reader.messages(connections=connections):
+        try:
+            message = reader.deserialize(raw, connection.msgtype)
+        except Exception as error:  # rosbags raises several kinds for a damaged record
+            raise BagError(f"{connection.topic} at {timestamp} ns: cannot decode the message: {error}") from error
+        yield BagMessage(connection.topic, connection.msgtype, timestamp, message)
+
+
+def to_rgb(item: BagMessage) -> np.ndarray:
+    """The same decoding as the live node (every encoding it takes, JPEG/PNG included), writable for torch."""
+    decode = compressed_to_rgb if item.msgtype == COMPRESSED_IMAGE else image_to_rgb
+    try:
+        return np.require(decode(item.message, MAX_PIXELS), requirements="W")
+    except ImageDecodeError as error:
+        raise BagError(f"{item.topic} at {item.timestamp} ns: {error}") from error
+
+
+def stamp_ns(message: Any) -> int:
+    """The header stamp in ns: frames, masks and labels are matched by it."""
+    return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+
+
+def mono_labels(item: BagMessage) -> np.ndarray:
+    """A mono8/mono16 label image (ground truth or a recorded mask) as a 2-D integer array."""
+    message = item.message
+    dtypes = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16}
+    if item.msgtype != IMAGE or message.encoding not in dtypes:
+        raise BagError(f"{item.topic}: labels must be mono8 or mono16 sensor_msgs/Image, "
+                       f"not {getattr(message, 'encoding', item.msgtype)}")
+    dtype = np.dtype(dtypes[message.encoding]).newbyteorder(">" if message.is_bigendian else "<")
+    rows = np.frombuffer(message.data, dtype=np.uint8, count=message.height * message.step)
+    rows = rows.reshape(message.height, message.step)[:, : message.width * dtype.itemsize]
+    return np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
