@@ -1,6 +1,7 @@
 """The engine's options, shared by every command that loads the model (images, bags).
 
 ``--random-weights`` is the explicit plumbing mode: random CLIP and heads, output that means nothing.
+torch and open_clip load only when the model does, so commands that need no model start fast.
 """
 from __future__ import annotations
 
@@ -8,23 +9,15 @@ import argparse
 import sys
 import time
 
-import open_clip
-import torch
+from typing import TYPE_CHECKING
 
-from clip_dinoiser_ros.model import (
-    CheckpointError,
-    ClipDinoiser,
-    WeightsUnavailableError,
-    load_clip,
-    parse_prompts,
-    random_clip,
-)
-from clip_dinoiser_ros.model.clip_loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from clip_dinoiser_ros.model.engine import MODES
-from clip_dinoiser_ros.model.heads import read_checkpoint
+from clip_dinoiser_ros.model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
-from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
+from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE
+
+if TYPE_CHECKING:
+    from clip_dinoiser_ros.model import ClipDinoiser
 
 RANDOM_SEED = 0
 NO_HEADS_MESSAGE = (
@@ -66,6 +59,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_model_arguments(args: argparse.Namespace) -> None:
     """The cheap checks, before the slow model loading."""
+    import open_clip
+
+    import clip_dinoiser_ros.model.clip_loading  # noqa: F401 - registers our model configs with open_clip
+
     try:
         parse_prompts(args.prompts)
     except ValueError as error:
@@ -78,6 +75,17 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 
 def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
     """The engine with the prompts active, and a description of its weights for the outputs."""
+    import torch
+
+    from clip_dinoiser_ros.model import (
+        CheckpointError,
+        ClipDinoiser,
+        WeightsUnavailableError,
+        load_clip,
+        random_clip,
+    )
+    from clip_dinoiser_ros.model.heads import read_checkpoint
+
     device = resolve_device(args.device)
     started = time.perf_counter()
     if args.random_weights:
@@ -111,6 +119,8 @@ def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
 
 
 def resolve_device(choice: str) -> str:
+    import torch
+
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():

@@ -9,13 +9,12 @@ import open_clip
 import torch
 from torch import nn
 
+from .choices import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .errors import WeightsUnavailableError
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 open_clip.add_model_config(CONFIG_DIR)  # our extra model configs (tiny test towers), as data
 
-DEFAULT_MODEL = "ViT-B-16"
-DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
 
 
 def hf_cache_dir() -> Path:

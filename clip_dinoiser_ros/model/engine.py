@@ -18,9 +18,9 @@ from .guided_pooling import class_probabilities, filter_background, guided_pool,
 from .heads import HeadsSource, build_heads
 from .text_encoder import PromptEncoder, Vocabulary
 from .templates import TemplatesSpec
+from .choices import MODES
 from .vocabulary import uses_background
 
-MODES = ("whole", "slide")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MAX_WHOLE_PATCHES = 16384  # beyond this one attention pass needs gigabytes: use slide mode
 SLIDE_BATCH = 4

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from rcl_interfaces.msg import ParameterDescriptor
 
+from ..model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES
 from ..model.heads_download import PUBLISHED
 from ..model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 
@@ -169,8 +170,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   value_range=(0.0, 1000.0)),
     ParameterSpec("max_image_pixels", 16_777_216, "Larger input frames are rejected with a warning", LIVE,
                   value_range=(1, 1 << 30)),
-    ParameterSpec("mode", "whole", "whole: one pass over the resized image; slide: the paper's 448/224 windows",
-                  LIVE, choices=("whole", "slide")),
+    ParameterSpec("mode", MODES[0], "whole: one pass over the resized image; slide: the paper's 448/224 windows",
+                  LIVE, choices=MODES),
     ParameterSpec("short_side", 448, "Frames are resized so their short side has this many pixels", LIVE,
                   value_range=(16, 4096)),
     ParameterSpec("background", "auto", "Background filtering: auto = when prompt 0 is 'background'", LIVE,
@@ -189,8 +190,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   check=_device_problem, rule="auto, cpu, cuda or cuda:N"),
     ParameterSpec("precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", RECONFIGURE,
                   choices=("auto", "fp32", "fp16", "bf16")),
-    ParameterSpec("clip_model", "ViT-B-16", "open_clip model name (checked when the model loads)", RECONFIGURE),
-    ParameterSpec("clip_pretrained", "laion2b_s34b_b88k",
+    ParameterSpec("clip_model", DEFAULT_MODEL, "open_clip model name (checked when the model loads)", RECONFIGURE),
+    ParameterSpec("clip_pretrained", DEFAULT_PRETRAINED,
                   "open_clip pretrained tag or path to a weights file (checked when the model loads)", RECONFIGURE),
     ParameterSpec("heads", PUBLISHED,
                   "CLIP-DINOiser heads: 'published' (the paper's checkpoint, downloaded once and cached), "

@@ -1,0 +1,5 @@
+"""The engine's choices as plain data, for command lines and parameters that must not load torch."""
+
+MODES = ("whole", "slide")  # one pass over the resized image; the paper's 448/224 sliding windows
+DEFAULT_MODEL = "ViT-B-16"
+DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
