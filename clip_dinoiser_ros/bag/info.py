@@ -22,11 +22,13 @@ def describe_bag(path: Path) -> str:
             f"duration:  {duration:.3f} s",
             f"start:     {reader.start_time / 1e9:.3f} s" if reader.message_count else "start:     -",
             "",
-            f"{'topic':<48} {'type':<36} {'count':>7} {'rate Hz':>9}",
         ]
+        width = max([len("topic"), *map(len, types)])
+        kind = max([len("type"), *map(len, types.values())])
+        lines.append(f"{'topic':<{width}}  {'type':<{kind}}  {'count':>7}  {'rate Hz':>9}")
         for topic in sorted(types):
             rate = f"{(counts[topic] - 1) / duration:.2f}" if duration > 0 and counts[topic] > 1 else "-"
-            lines.append(f"{topic:<48} {types[topic]:<36} {counts[topic]:>7} {rate:>9}")
+            lines.append(f"{topic:<{width}}  {types[topic]:<{kind}}  {counts[topic]:>7}  {rate:>9}")
         return "\n".join(lines)
     finally:
         reader.close()

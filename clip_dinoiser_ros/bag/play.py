@@ -32,7 +32,7 @@ class PlayOptions:
     topics: Sequence[str]
     remaps: dict[str, str]
     clock: bool
-    delay: float  # seconds between creating the publishers and the first message, for discovery
+    delay: float  # at most this long, seconds, for every topic to have a subscriber before the first message
 
 
 def parse_remaps(remaps: Sequence[str]) -> dict[str, str]:
@@ -68,12 +68,19 @@ class Player:
         self.published = 0
 
     def run(self, stop: threading.Event) -> None:
-        if stop.wait(self._options.delay):
-            return
+        self._wait_for_subscribers(stop)
         while not stop.is_set():
             self._play_once(stop)
             if not self._options.loop:
                 return
+
+    def _wait_for_subscribers(self, stop: threading.Event) -> None:
+        """Up to ``delay`` seconds for every topic to be matched: frames sent before that are lost."""
+        deadline = time.monotonic() + self._options.delay
+        while time.monotonic() < deadline and not stop.is_set():
+            if all(publisher.get_subscription_count() > 0 for publisher in self._publishers.values()):
+                return
+            stop.wait(0.05)
 
     def _play_once(self, stop: threading.Event) -> None:
         reader = open_bag(self._bag)

@@ -6,6 +6,7 @@ such as label_info are recorded too.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -44,9 +45,12 @@ class Recorder:
                 cls = message_class(msgtype)
             except ValueError as error:
                 raise BagError(f"cannot record {topic}: {error}") from error
+            qos = self._qos(topic)
             self._subscriptions[topic] = self._node.create_subscription(
-                cls, topic, lambda data, t=topic, m=msgtype: self._on_message(t, m, data), self._qos(topic), raw=True
+                cls, topic, lambda data, t=topic, m=msgtype: self._on_message(t, m, data), qos, raw=True
             )
+            print(f"recording {topic} ({msgtype}, {qos.reliability.name.lower()}, "
+                  f"{qos.durability.name.lower()})", file=sys.stderr, flush=True)
 
     def _qos(self, topic: str) -> QoSProfile:
         offered = self._node.get_publishers_info_by_topic(topic)

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--topics", nargs="+", default=[], help="only these topics (default: all)")
     play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
     play.add_argument("--clock", action="store_true", help="publish /clock, for nodes with use_sim_time")
-    play.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before playing")
+    play.add_argument("--delay", type=float, default=1.0,
+                      help="wait up to this many seconds for every topic to have a subscriber (default 1)")
 
     record = commands.add_parser("record", help="record live topics until Ctrl-C or --duration")
     record.add_argument("--topics", nargs="+", required=True)
@@ -94,13 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return COMMANDS[args.command](args, stop)
     except BagError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def load_engine(args: argparse.Namespace):
@@ -227,7 +230,7 @@ def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
                                   probs=False).labels
 
         predictions = ev.engine_predictions(args.bag, args.topic, segment, lookup)
-        model = "random weights (plumbing only)" if args.random_weights else \
+        model = "RANDOM WEIGHTS: plumbing only, not a segmentation result" if args.random_weights else \
             f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
     result = ev.evaluate(_until(predictions, stop), len(classes), args.ignore_index,
                          label_topic=label_topic, label_files=label_files, total=frames)
@@ -241,7 +244,7 @@ def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
             "ground_truth": str(args.labels or args.label_topic), "frames_matched": result.matched,
             "frames_without_ground_truth": result.unmatched_predictions,
             "ground_truth_without_frame": result.unmatched_labels, "ignore_index": args.ignore_index}
-    written = write_reports(args.out, names, result.matrix, result.per_frame, meta)
+    written = write_reports(args.out, names, result.matrix, result.per_frame, meta, title=model)
     print(summary_table(names, scores(result.matrix)))
     if args.mask_topic is None and args.random_weights:
         from clip_dinoiser_ros.visualization import RANDOM_NOTICE

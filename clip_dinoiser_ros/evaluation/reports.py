@@ -60,10 +60,12 @@ def write_reports(
     matrix: np.ndarray,
     per_frame: Sequence[tuple[float, float]] | None,
     meta: dict,
+    title: str = "",
 ) -> list[Path]:
     """Write metrics.md/.csv/.json and plots into the existing directory ``out``; return the paths.
 
     ``per_frame`` holds (time in seconds, frame mIoU as a fraction) and adds miou_over_time.png.
+    ``title`` heads every plot, so a picture shared alone still says what made it (e.g. random weights).
     """
     out = Path(out)
     matrix = np.asarray(matrix)
@@ -103,14 +105,14 @@ def write_reports(
     written.append(path)
 
     if len(names) <= MAX_CONFUSION_CLASSES:
-        written.append(_plot_confusion(out / "confusion.png", names, matrix))
-    written.append(_plot_iou(out / "iou_per_class.png", names, result.iou))
+        written.append(_plot_confusion(out / "confusion.png", names, matrix, title))
+    written.append(_plot_iou(out / "iou_per_class.png", names, result.iou, title))
     if per_frame is not None:
-        written.append(_plot_over_time(out / "miou_over_time.png", per_frame))
+        written.append(_plot_over_time(out / "miou_over_time.png", per_frame, title))
     return written
 
 
-def _plot_confusion(path: Path, names: Sequence[str], matrix: np.ndarray) -> Path:
+def _plot_confusion(path: Path, names: Sequence[str], matrix: np.ndarray, title: str) -> Path:
     """Row-normalised, so each row reads as "where did this ground-truth class go"."""
     from matplotlib.figure import Figure
 
@@ -130,11 +132,13 @@ def _plot_confusion(path: Path, names: Sequence[str], matrix: np.ndarray) -> Pat
             if share > 0:
                 colour = "white" if share > 0.5 else "black"
                 ax.text(column, row, f"{100 * share:.0f}", ha="center", va="center", fontsize=7, color=colour)
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return path
 
 
-def _plot_iou(path: Path, names: Sequence[str], iou: np.ndarray) -> Path:
+def _plot_iou(path: Path, names: Sequence[str], iou: np.ndarray, title: str) -> Path:
     """Unmeasured (NaN) classes keep their row but get no bar, so they are not mistaken for 0."""
     from matplotlib.figure import Figure
 
@@ -148,11 +152,13 @@ def _plot_iou(path: Path, names: Sequence[str], iou: np.ndarray) -> Path:
     ax.set_xlim(0, 100)
     ax.set_xlabel("IoU %")
     ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return path
 
 
-def _plot_over_time(path: Path, per_frame: Sequence[tuple[float, float]]) -> Path:
+def _plot_over_time(path: Path, per_frame: Sequence[tuple[float, float]], title: str) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 4), layout="constrained")
@@ -164,5 +170,7 @@ def _plot_over_time(path: Path, per_frame: Sequence[tuple[float, float]]) -> Pat
     ax.set_xlabel("time s")
     ax.set_ylabel("mIoU %")
     ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return path

@@ -1,0 +1,123 @@
+"""clip-dinoiser-bag play and record against a live clip_dinoiser node, over real DDS.
+
+The node runs with use_sim_time and the player publishes /clock, as a user replays a drive.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from clip_dinoiser_ros.bag.reading import messages, open_bag
+from clip_dinoiser_ros.cli.bag import main
+from ros_harness import LoggedProcess, NodeProcess, parameter_client, set_parameter, wait_until
+from test_bag_tool import write_frames
+
+BAG_CLI = str(Path(sys.executable).parent / "clip-dinoiser-bag")
+NODE = {"image_topics": ["/cam/image_raw"], "prompts": ["sky", "road", "car"], "clip_model": "ViT-Tiny-16-test",
+        "random_weights": True, "short_side": 32, "use_sim_time": True, "input_reliability": "reliable"}
+OUTPUTS = ["/cam/segmentation/mask", "/cam/segmentation/label_info", "/gt", "/diagnostics"]
+
+
+def bag(directory: Path, count: int, rate: float, size=(64, 48), labels: bool = True) -> Path:
+    root = write_frames(directory, count, size, labels)
+    out = directory / "bag"
+    extra = ["--labels", str(root / "labels"), "--label-topic", "/gt"] if labels else []
+    assert main(["from-images", str(root / "images"), "--topic", "/cam/image_raw", "--rate", str(rate), *extra,
+                 "--start", "100", "--out", str(out)]) == 0
+    return out
+
+
+def count(path: Path, topic: str) -> int:
+    reader = open_bag(path)
+    try:
+        return sum(1 for _ in messages(reader, [topic]))
+    finally:
+        reader.close()
+
+
+def record(directory: Path, name: str) -> LoggedProcess:
+    recorder = LoggedProcess([BAG_CLI, "record", "--topics", *OUTPUTS, "--out", str(directory / name)],
+                             directory / f"{name}.log")
+    wait_until(lambda: "recording /cam/segmentation/mask" in recorder.log(), 60, "the recorder subscribed")
+    time.sleep(2.0)  # the node matches the new reader by discovery, a moment after it exists
+    return recorder
+
+
+def play(directory: Path, source: Path, *options: str) -> None:
+    player = LoggedProcess([BAG_CLI, "play", str(source), "--clock", "--delay", "10", *options],
+                           directory / "play.log")
+    assert player.wait(120) == 0, player.log()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("live_node")
+    process = NodeProcess(directory, NODE)
+    try:
+        wait_until(lambda: "active on" in process.log(), 120, "the node active")
+        yield process
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def test_play_into_the_node_record_it_and_eval_the_recording(node, tmp_path):
+    source = bag(tmp_path, 45, 15.0)
+    recorder = record(tmp_path, "recorded")
+    play(tmp_path, source, "--topics", "/cam/image_raw", "/gt")
+    assert recorder.stop() == 0, recorder.log()
+    recorded = tmp_path / "recorded"
+    masks = count(recorded, "/cam/segmentation/mask")
+    assert masks >= 40, recorder.log()  # frames dropped by a slow moment are counted in /diagnostics
+    assert count(recorded, "/cam/segmentation/label_info") == 1  # latched: recorded though published before
+    assert count(recorded, "/diagnostics") >= 1
+    classes = tmp_path / "classes.txt"
+    classes.write_text("sky\nroad\ncar\n")
+    assert main(["eval", str(recorded), "--mask-topic", "/cam/segmentation/mask", "--label-topic", "/gt",
+                 "--classes", str(classes), "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["meta"]["frames_matched"] == masks and report["meta"]["frames_without_ground_truth"] == 0
+
+
+def test_max_rate_counts_in_the_played_bags_time(node, probe, tmp_path):
+    """5 Hz of bag time: a 3 s bag played at twice its speed gives ~15 masks (a wall-clock limit: ~8)."""
+    client = parameter_client(probe, "/clip_dinoiser")
+    assert set_parameter(client, "max_rate_hz", 5.0).successful
+    try:
+        source = bag(tmp_path, 45, 15.0, labels=False)
+        recorder = record(tmp_path, "limited")
+        play(tmp_path, source, "--rate", "2")
+        assert recorder.stop() == 0, recorder.log()
+        masks = count(tmp_path / "limited", "/cam/segmentation/mask")
+        assert 11 <= masks <= 17, (masks, node.log()[-3000:])
+    finally:
+        set_parameter(client, "max_rate_hz", 0.0)
+
+
+def test_play_keeps_the_recorded_rate_within_5_percent_over_20_s(probe, tmp_path):
+    source = bag(tmp_path, 301, 15.0, size=(32, 24), labels=False)
+    collector = probe.collect(Image, "/elsewhere/image_raw")
+    try:
+        play(tmp_path, source, "--remap", "/cam/image_raw:=/elsewhere/image_raw")
+        arrivals = [arrival for _, arrival in collector.messages]
+    finally:
+        probe.node.destroy_subscription(collector.subscription)
+    assert len(arrivals) == 301
+    assert np.diff(arrivals).sum() == pytest.approx(20.0, rel=0.05)
+
+
+def test_loop_replays_until_ctrl_c(probe, tmp_path):
+    source = bag(tmp_path, 10, 30.0, size=(32, 24), labels=False)
+    collector = probe.collect(Image, "/cam/image_raw")
+    player = LoggedProcess([BAG_CLI, "play", str(source), "--loop"], tmp_path / "loop.log")
+    try:
+        wait_until(lambda: len(collector.messages) >= 25, 60, "three rounds of a 10-frame bag")
+    finally:
+        probe.node.destroy_subscription(collector.subscription)
+        status = player.stop()
+    assert status == 130, player.log()

@@ -1,0 +1,305 @@
+"""clip-dinoiser-bag without a ROS graph: from-images, segment, eval, info, the errors, Ctrl-C.
+
+Bags are built at test time, from generated frames or from ../shared/data (skipped when absent).
+Random weights: the numbers mean nothing, so the tests check structure, stamps and files.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from clip_dinoiser_ros.bag.reading import messages, mono_labels, open_bag, stamp_ns, topic_types
+from clip_dinoiser_ros.bag.writing import BagWriter
+from clip_dinoiser_ros.cli.bag import main
+from frame_sources import shared_data_dir
+from node_frames import synthetic_rgb
+
+TINY = ["--clip-model", "ViT-Tiny-16-test", "--random-weights", "--short-side", "32"]
+CAMVID = shared_data_dir() / "camvid" / "0016E5"
+SPOT = shared_data_dir() / "bags"
+CAMVID_CLASSES = "sky\nbuilding\npole\nroad\nsidewalk, pavement\ntree\nsign symbol\nfence\ncar\npedestrian\nbicyclist\n"
+REPORTS = ["metrics.md", "metrics.csv", "metrics.json", "confusion.png", "iou_per_class.png", "miou_over_time.png"]
+
+
+def bag_cli(*args: str | Path) -> int:
+    return main([str(arg) for arg in args])
+
+
+def write_frames(directory: Path, count: int, size=(64, 48), labels: bool = True) -> Path:
+    """``count`` generated frames (and 3-class label images with the same names)."""
+    (directory / "images").mkdir(parents=True)
+    if labels:
+        (directory / "labels").mkdir()
+    for index in range(count):
+        name = f"frame_{index:04d}.png"
+        PILImage.fromarray(synthetic_rgb(*size, seed=index)).save(directory / "images" / name)
+        if labels:
+            label = np.zeros(size[::-1], np.uint8)
+            label[:, size[0] // 3:] = 1
+            label[:, 2 * size[0] // 3:] = 2
+            label[0, :] = 255
+            PILImage.fromarray(label).save(directory / "labels" / name)
+    return directory
+
+
+def bag_messages(path: Path, topic: str) -> list:
+    reader = open_bag(path)
+    try:
+        return list(messages(reader, [topic]))
+    finally:
+        reader.close()
+
+
+@pytest.fixture(scope="module")
+def camera_bag(tmp_path_factory) -> Path:
+    """12 generated frames at 15 Hz with ground truth on /gt."""
+    root = write_frames(tmp_path_factory.mktemp("frames"), 12)
+    out = root / "camera"
+    assert bag_cli("from-images", root / "images", "--topic", "/cam/image_raw", "--rate", "15", "--labels",
+                   root / "labels", "--label-topic", "/gt", "--start", "100", "--out", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def segmented_bag(camera_bag, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("segmented") / "segmented"
+    assert bag_cli("segment", camera_bag, "--topic", "/cam/image_raw", "--prompts", "road", "grass", "car",
+                   "--overlay", "--out", out, *TINY) == 0
+    return out
+
+
+def test_from_images_stamps_frames_and_labels_alike(camera_bag):
+    frames, labels = bag_messages(camera_bag, "/cam/image_raw"), bag_messages(camera_bag, "/gt")
+    assert len(frames) == len(labels) == 12
+    stamps = [stamp_ns(item.message) for item in frames]
+    assert stamps == [stamp_ns(item.message) for item in labels] == [item.timestamp for item in frames]
+    assert stamps[0] == 100 * 10**9 and np.allclose(np.diff(stamps), 1e9 / 15, atol=1)
+    assert frames[0].message.encoding == "rgb8" and labels[0].message.encoding == "mono8"
+    assert set(np.unique(mono_labels(labels[0]))) == {0, 1, 2, 255}
+
+
+def test_segment_writes_the_node_topics_in_step_with_the_input(segmented_bag):
+    types = topic_types(open_bag(segmented_bag))
+    assert types == {
+        "/cam/image_raw": "sensor_msgs/msg/Image", "/gt": "sensor_msgs/msg/Image",
+        "/cam/segmentation/mask": "sensor_msgs/msg/Image", "/cam/segmentation/confidence": "sensor_msgs/msg/Image",
+        "/cam/segmentation/overlay": "sensor_msgs/msg/Image",
+        "/cam/segmentation/class_confidences": "clip_dinoiser_ros/msg/ClassConfidences",
+        "/cam/segmentation/label_info": "vision_msgs/msg/LabelInfo",
+    }
+    frames = bag_messages(segmented_bag, "/cam/image_raw")
+    for output, encoding in [("mask", "mono8"), ("confidence", "32FC1"), ("overlay", "rgb8")]:
+        written = bag_messages(segmented_bag, f"/cam/segmentation/{output}")
+        assert [(item.timestamp, stamp_ns(item.message)) for item in written] == \
+               [(item.timestamp, stamp_ns(item.message)) for item in frames]
+        assert {item.message.encoding for item in written} == {encoding}
+        assert {item.message.header.frame_id for item in written} == {"camera"}
+    assert (mono_labels(bag_messages(segmented_bag, "/cam/segmentation/mask")[0]) < 3).all()
+    (info,) = bag_messages(segmented_bag, "/cam/segmentation/label_info")
+    assert [c.class_name for c in info.message.class_map] == ["road", "grass", "car"]
+    confidences = bag_messages(segmented_bag, "/cam/segmentation/class_confidences")
+    assert confidences[0].message.labels == ["road", "grass", "car"]
+    assert sum(confidences[0].message.coverage) == pytest.approx(1.0)
+
+
+def test_written_bags_decode_with_the_mcap_librarys_own_ros2_decoder(segmented_bag):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    (path,) = segmented_bag.glob("*.mcap")
+    seen: dict[str, list] = {}
+    with open(path, "rb") as stream:
+        for schema, channel, _, decoded in make_reader(stream, decoder_factories=[DecoderFactory()]) \
+                .iter_decoded_messages():
+            seen.setdefault(channel.topic, []).append((schema.name, decoded))
+    assert len(seen["/cam/segmentation/mask"]) == 12
+    schema, mask = seen["/cam/segmentation/mask"][0]
+    assert schema == "sensor_msgs/msg/Image" and mask.encoding == "mono8" and len(mask.data) == 64 * 48
+    schema, info = seen["/cam/segmentation/label_info"][0]
+    assert schema == "vision_msgs/msg/LabelInfo" and [c.class_name for c in info.class_map] == ["road", "grass", "car"]
+    schema, statistics = seen["/cam/segmentation/class_confidences"][0]
+    assert schema == "clip_dinoiser_ros/msg/ClassConfidences" and statistics.vocabulary_version == 1
+
+
+def test_sqlite3_storage_on_request(camera_bag, tmp_path):
+    out = tmp_path / "sqlite"
+    assert bag_cli("segment", camera_bag, "--topic", "/cam/image_raw", "--prompts", "a", "b", "--storage", "sqlite3",
+                   "--out", out, *TINY) == 0
+    assert list(out.glob("*.db3")) and len(bag_messages(out, "/cam/segmentation/mask")) == 12
+
+
+def test_eval_with_the_engine_and_with_recorded_masks(segmented_bag, tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("road\ngrass, lawn\ncar\n")
+    assert bag_cli("eval", segmented_bag, "--topic", "/cam/image_raw", "--label-topic", "/gt", "--classes", classes,
+                   "--out", tmp_path / "engine", *TINY) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "matched 12 frames; 0 frames without ground truth" in printed
+    assert all((tmp_path / "engine" / name).stat().st_size > 0 for name in REPORTS)
+    assert bag_cli("eval", segmented_bag, "--mask-topic", "/cam/segmentation/mask", "--label-topic", "/gt",
+                   "--classes", classes, "--out", tmp_path / "masks") == 0
+    report = json.loads((tmp_path / "masks" / "metrics.json").read_text())
+    assert [c["name"] for c in report["classes"]] == ["road", "grass", "car"]
+    assert report["meta"]["frames_matched"] == 12 and np.array(report["confusion"]).sum() == 12 * (64 * 47)
+
+
+def mask_bag(path: Path, names: list[str], truth: np.ndarray, masks: dict[int, np.ndarray],
+             labels: dict[int, np.ndarray]) -> Path:
+    """A bag as the live node's recording would be: label_info, masks, and ground truth by stamp."""
+    from std_msgs.msg import Header
+    from builtin_interfaces.msg import Time
+
+    from clip_dinoiser_ros.ros import outputs
+
+    def header(stamp: int) -> Header:
+        return Header(stamp=Time(sec=stamp, nanosec=0), frame_id="cam")
+
+    with BagWriter(path) as writer:
+        writer.write("/cam/segmentation/label_info", outputs.label_info(names, 0.0, header(1)), 1)
+        for stamp, mask in masks.items():
+            writer.write("/cam/segmentation/mask", outputs.mask_image(mask, header(stamp)), stamp * 10**9)
+        for stamp, label in labels.items():
+            writer.write("/gt", outputs.mask_image(label, header(stamp)), stamp * 10**9 + 5)
+    return path
+
+
+def test_eval_maps_mask_values_through_label_info_and_counts_unmatched_frames(tmp_path, capsys):
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 255]], np.uint8)  # 0 sky, 1 car in the classes file
+    as_node = np.where(truth == 0, 1, 0).astype(np.uint8)  # the node's prompt order was [car, sky]
+    bag = mask_bag(tmp_path / "recorded", ["car", "sky"], truth, masks={10: as_node, 11: as_node, 12: as_node},
+                   labels={10: truth, 11: truth, 13: truth})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("sky\ncar, automobile\n")
+    assert bag_cli("eval", bag, "--mask-topic", "/cam/segmentation/mask", "--label-topic", "/gt", "--classes",
+                   classes, "--out", tmp_path / "out") == 0
+    assert "matched 2 frames; 1 frames without ground truth; 1 ground-truth frames without a frame" in \
+           capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["miou"] == 1.0 and report["pixel_accuracy"] == 1.0 and report["pixels"] == 2 * 7
+
+
+def test_errors_are_one_line_exit_2_and_leave_nothing(camera_bag, segmented_bag, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.bag"
+    corrupt.write_bytes(b"#ROSBAG V2.0\n" + bytes(range(256)) * 8)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a\nb\nc\n")
+    short_labels = tmp_path / "short"
+    short_labels.mkdir()
+    PILImage.fromarray(np.zeros((48, 64), np.uint8)).save(short_labels / "only.png")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    out = tmp_path / "out"
+    cases = [
+        (["info", tmp_path / "missing"], "no such bag"),
+        (["info", corrupt], "not a readable bag"),
+        (["segment", camera_bag, "--topic", "/nope", "--prompts", "a", "--out", out, *TINY],
+         "topic /nope is not in the bag; its sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage topics: "
+         "/cam/image_raw, /gt"),
+        (["segment", segmented_bag, "--topic", "/cam/segmentation/class_confidences", "--prompts", "a", "--out", out,
+          *TINY], "holds clip_dinoiser_ros/msg/ClassConfidences, not sensor_msgs/msg/Image"),
+        (["eval", camera_bag, "--topic", "/cam/image_raw", "--labels", short_labels, "--classes", classes,
+          "--out", out, *TINY], "label/frame mismatch: 12 frames but 1 label files"),
+        (["segment", camera_bag, "--topic", "/cam/image_raw", "--prompts", "a", "--out", existing, *TINY],
+         "exists: choose another --out or pass --overwrite"),
+        (["from-images", short_labels, "--topic", "/c/image_raw", "--rate", "10", "--labels", camera_bag,
+          "--label-topic", "/gt", "--out", out], "holds no images"),
+    ]
+    for arguments, expected in cases:
+        assert bag_cli(*arguments) == 2, arguments
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("error: ") and expected in error, (arguments, error)
+    assert not out.exists()
+
+
+def test_a_failure_midway_removes_the_bag(tmp_path, capsys):
+    root = write_frames(tmp_path, 3, labels=False)
+    (root / "images" / "frame_0002.png").write_bytes(b"not a png")
+    assert bag_cli("from-images", root / "images", "--topic", "/c/image_raw", "--rate", "10", "--out",
+                   tmp_path / "bag") == 2
+    assert "frame_0002.png: not a readable image" in capsys.readouterr().err
+    assert not (tmp_path / "bag").exists()
+
+
+def test_ctrl_c_leaves_a_valid_bag_up_to_the_last_frame(tmp_path):
+    root = write_frames(tmp_path, 400, size=(320, 240), labels=False)
+    source = tmp_path / "long"
+    assert bag_cli("from-images", root / "images", "--topic", "/cam/image_raw", "--rate", "30", "--out", source) == 0
+    out = tmp_path / "interrupted"
+    command = [str(Path(sys.executable).parent / "clip-dinoiser-bag"), "segment", str(source), "--topic",
+               "/cam/image_raw", "--prompts", "a", "b", "--out", str(out), *TINY[:-1], "224"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*.mcap")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=60)
+    assert process.returncode == 130, errors
+    assert "interrupted: the bag is valid and holds the first" in errors
+    frames, masks = bag_messages(out, "/cam/image_raw"), bag_messages(out, "/cam/segmentation/mask")
+    assert 0 < len(masks) == len(frames) < 400
+    assert [stamp_ns(m.message) for m in masks] == [stamp_ns(f.message) for f in frames]
+
+
+def test_info_names_topics_types_counts_and_rate(camera_bag, capsys):
+    assert bag_cli("info", camera_bag) == 0
+    printed = capsys.readouterr().out
+    assert "messages:  24" in printed and "duration:  0.733 s" in printed
+    assert any(line.split() == ["/cam/image_raw", "sensor_msgs/msg/Image", "12", "15.00"]
+               for line in printed.splitlines())
+
+
+camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"{CAMVID} is absent (real data, not in the repository)")
+spot = pytest.mark.skipif(not SPOT.is_dir(), reason=f"{SPOT} is absent (real data, not in the repository)")
+
+
+@camvid
+def test_camvid_from_images_segment_eval_end_to_end(tmp_path, capsys):
+    camera = tmp_path / "camvid"
+    assert bag_cli("from-images", CAMVID / "images", "--topic", "/camvid/image_raw", "--rate", "15",
+                   "--labels", CAMVID / "labels", "--label-topic", "/camvid/labels", "--out", camera) == 0
+    segmented = tmp_path / "segmented"
+    prompts = [line.split(",")[0] for line in CAMVID_CLASSES.splitlines()]
+    assert bag_cli("segment", camera, "--topic", "/camvid/image_raw", "--prompts", *prompts, "--out", segmented,
+                   *TINY) == 0
+    classes = tmp_path / "camvid.txt"
+    classes.write_text(CAMVID_CLASSES)
+    capsys.readouterr()
+    assert bag_cli("eval", segmented, "--mask-topic", "/camvid/segmentation/mask", "--label-topic",
+                   "/camvid/labels", "--classes", classes, "--ignore-index", "11", "--out", tmp_path / "eval") == 0
+    assert "matched 101 frames; 0 frames without ground truth; 0 ground-truth frames without a frame" in \
+           capsys.readouterr().out
+    assert all((tmp_path / "eval" / name).stat().st_size > 0 for name in REPORTS)
+    assert bag_cli("eval", camera, "--topic", "/camvid/image_raw", "--labels", CAMVID / "labels", "--classes",
+                   classes, "--ignore-index", "11", "--out", tmp_path / "eval_engine", *TINY) == 0
+    report = json.loads((tmp_path / "eval_engine" / "metrics.json").read_text())
+    assert report["meta"]["frames_matched"] == 101 and len(report["classes"]) == 11
+
+
+@spot
+def test_spot_ros1_bags_raw_and_compressed_several_cameras(tmp_path):
+    cameras = ["/spot/camera/hand_color/image", "/spot/camera/frontleft/image", "/spot/camera/hand_mono/image"]
+    out = tmp_path / "raw"
+    assert bag_cli("segment", SPOT / "spot_raw.bag", *(a for c in cameras for a in ("--topic", c)),
+                   "--prompts", "floor", "wall", "--out", out, *TINY) == 0
+    types = topic_types(open_bag(out))
+    for camera in cameras:
+        namespace = camera.rsplit("/", 1)[0]
+        (mask,) = bag_messages(out, f"{namespace}/segmentation/mask")
+        (frame,) = bag_messages(out, camera)
+        assert (mask.timestamp, stamp_ns(mask.message)) == (frame.timestamp, stamp_ns(frame.message))
+        assert (mask.message.width, mask.message.height) == (frame.message.width, frame.message.height)
+    assert types["/spot/depth/frontleft/image"] == "sensor_msgs/msg/Image"  # other topics are copied
+    compressed = tmp_path / "compressed"
+    assert bag_cli("segment", SPOT / "spot_compressed.bag", "--topic", "/spot/camera/hand_color/image/compressed",
+                   "--prompts", "floor", "wall", "--out", compressed, *TINY) == 0
+    (mask,) = bag_messages(compressed, "/spot/camera/hand_color/segmentation/mask")
+    assert (mask.message.width, mask.message.height) == (640, 480)
