@@ -25,6 +25,7 @@ class BagMessage:
     msgtype: str
     timestamp: int  # receive (log) time in ns, as recorded
     message: Any  # rosbags' deserialised message
+    raw: bytes  # as stored: CDR in rosbag2, ROS 1 serialisation in ROS 1 bags
 
 
 def open_bag(path: Path) -> AnyReader:
@@ -67,7 +68,12 @@ def messages(reader: AnyReader, topics: Sequence[str]) -> Iterator[BagMessage]:
             message = reader.deserialize(raw, connection.msgtype)
         except Exception as error:  # rosbags raises several kinds for a damaged record
             raise BagError(f"{connection.topic} at {timestamp} ns: cannot decode the message: {error}") from error
-        yield BagMessage(connection.topic, connection.msgtype, timestamp, message)
+        yield BagMessage(connection.topic, connection.msgtype, timestamp, message, raw)
+
+
+def is_rosbag2(reader: AnyReader) -> bool:
+    """Its messages are ROS 2 CDR already, to be copied as they are."""
+    return bool(reader.is2)
 
 
 def to_rgb(item: BagMessage) -> np.ndarray:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..model import ClipDinoiser
 from ..ros import outputs, topics
 from .conversion import message_class, to_rclpy
-from .reading import BagMessage, check_topics, messages, open_bag, to_rgb, topic_types
+from .reading import BagMessage, check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
 from .writing import BagWriter
 
 
@@ -70,25 +70,29 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
         names = engine.vocabulary.names
         labelled: set[str] = set()
         copied = copied_topics(reader, cameras)
+        copy_raw = is_rosbag2(reader)
         frames = 0
         with BagWriter(out, options.storage, options.overwrite) as writer, \
                 tqdm(total=total, unit="frame", desc="segment", dynamic_ncols=True) as progress:
             for item in messages(reader, [*cameras, *copied]):
                 if stop.is_set():
                     break
-                message = to_rclpy(item.message, item.msgtype)
-                writer.write(item.topic, message, item.timestamp)
+                if copy_raw:
+                    writer.write_serialized(item.topic, item.msgtype, item.raw, item.timestamp)
+                else:
+                    writer.write(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp)
                 if item.topic not in cameras:
                     continue
                 rgb = to_rgb(item)
+                header = to_rclpy(item.message.header, "std_msgs/msg/Header")
                 if item.topic not in labelled:
-                    info = outputs.label_info(names, options.threshold, message.header)
+                    info = outputs.label_info(names, options.threshold, header)
                     writer.write(topics.output_topic(item.topic, "label_info"), info, item.timestamp)
                     labelled.add(item.topic)
                 segmentation = engine.segment(rgb, mode=options.mode, short_side=options.short_side,
                                               background=options.background, probs=False)
                 produced = outputs.camera_messages(
-                    segmentation, rgb, message.header, version=1, threshold=options.threshold,
+                    segmentation, rgb, header, version=1, threshold=options.threshold,
                     confidence_encoding=options.confidence_encoding, wanted=wanted,
                 )
                 for name, output in produced.items():
