@@ -15,6 +15,7 @@ from sensor_msgs.msg import Image
 
 from clip_dinoiser_ros.bag.reading import messages, open_bag
 from clip_dinoiser_ros.cli.bag import main
+from frame_sources import shared_data_dir
 from ros_harness import LoggedProcess, NodeProcess, parameter_client, set_parameter, wait_until
 from test_bag_tool import write_frames
 
@@ -121,3 +122,35 @@ def test_loop_replays_until_ctrl_c(probe, tmp_path):
         probe.node.destroy_subscription(collector.subscription)
         status = player.stop()
     assert status == 130, player.log()
+
+
+def test_record_stops_by_itself_after_duration_with_a_valid_bag(tmp_path):
+    recorder = LoggedProcess([BAG_CLI, "record", "--topics", "/nobody/publishes", "--duration", "1.5",
+                              "--out", str(tmp_path / "empty")], tmp_path / "record.log")
+    assert recorder.wait(60) == 0, recorder.log()
+    assert count(tmp_path / "empty", "/nobody/publishes") == 0  # opens: metadata and summary written
+
+
+SPOT = shared_data_dir() / "bags" / "spot_compressed.bag"
+
+
+@pytest.mark.skipif(not SPOT.exists(), reason=f"{SPOT} is absent (real data, not in the repository)")
+def test_a_ros1_bag_plays_as_ros2_messages(probe, tmp_path):
+    from sensor_msgs.msg import CompressedImage
+
+    topic = "/spot/camera/hand_color/image/compressed"
+    collector = probe.collect(CompressedImage, topic)
+    try:
+        player = LoggedProcess([BAG_CLI, "play", str(SPOT), "--topics", topic, "--delay", "10"],
+                               tmp_path / "play.log")
+        assert player.wait(60) == 0, player.log()
+        wait_until(lambda: collector.messages, 10, "the frame")
+    finally:
+        probe.node.destroy_subscription(collector.subscription)
+    reader = open_bag(SPOT)
+    (recorded,) = [item.message for item in messages(reader, [topic])]
+    reader.close()
+    played = collector.last()
+    assert (played.format, played.header.frame_id, played.header.stamp.sec, played.header.stamp.nanosec) == \
+           (recorded.format, recorded.header.frame_id, recorded.header.stamp.sec, recorded.header.stamp.nanosec)
+    assert bytes(played.data) == bytes(recorded.data)

@@ -303,3 +303,19 @@ def test_spot_ros1_bags_raw_and_compressed_several_cameras(tmp_path):
                    "--prompts", "floor", "wall", "--out", compressed, *TINY) == 0
     (mask,) = bag_messages(compressed, "/spot/camera/hand_color/segmentation/mask")
     assert (mask.message.width, mask.message.height) == (640, 480)
+
+
+def test_from_images_compressed_writes_jpeg_that_segment_reads(tmp_path, capsys):
+    root = write_frames(tmp_path, 3, labels=False)
+    assert bag_cli("from-images", root / "images", "--topic", "/cam/image_raw", "--rate", "10", "--compressed",
+                   "--out", tmp_path / "refused") == 2
+    assert "compressed images go on a topic ending in /compressed" in capsys.readouterr().err
+    out = tmp_path / "jpeg"
+    assert bag_cli("from-images", root / "images", "--topic", "/cam/image_raw/compressed", "--rate", "10",
+                   "--compressed", "--out", out) == 0
+    (first, *_) = bag_messages(out, "/cam/image_raw/compressed")
+    assert first.msgtype == "sensor_msgs/msg/CompressedImage" and bytes(first.message.data[:2]) == b"\xff\xd8"
+    assert bag_cli("segment", out, "--topic", "/cam/image_raw/compressed", "--prompts", "a", "b",
+                   "--out", tmp_path / "segmented", *TINY) == 0
+    masks = bag_messages(tmp_path / "segmented", "/cam/segmentation/mask")
+    assert len(masks) == 3 and (masks[0].message.width, masks[0].message.height) == (64, 48)
