@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -21,6 +22,7 @@ from .conversion import message_class, to_rclpy
 from .errors import BagError
 from .reading import messages, open_bag, topic_types
 
+ACK_TIMEOUT_S = 2.0
 CLOCK_PERIOD_S = 0.01  # /clock at 100 Hz between messages, as rosbag2's --clock default does
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # matches reliable and best-effort readers
 
@@ -72,7 +74,9 @@ class Player:
         while not stop.is_set():
             self._play_once(stop)
             if not self._options.loop:
-                return
+                break
+        for publisher in self._publishers.values():  # the last messages reach reliable readers before exit
+            publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
 
     def _wait_for_subscribers(self, stop: threading.Event) -> None:
         """Up to ``delay`` seconds for every topic to be matched: frames sent before that are lost."""
