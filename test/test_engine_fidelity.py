@@ -104,7 +104,7 @@ def test_whole_mode_matches_reference_on_real_vit_b16_architecture(background):
     """Real ViT-B-16 architecture, random weights: >= 99.9% equal labels, probabilities within 1e-4."""
     model = random_clip("ViT-B-16", seed=3)
     heads = random_heads(768)
-    engine = ClipDinoiser(model, heads)
+    engine = ClipDinoiser(model, heads, precision="fp32")
     vocabulary = engine.set_prompts(PROMPTS)
     image = textured_image(448, 448, seed=5)
     ours = engine.segment(image, background=background)
@@ -120,7 +120,7 @@ def test_whole_mode_matches_reference_on_real_vit_b16_architecture(background):
 def test_tiny_model_matches_reference_with_padding(tiny_clip):
     """A size that needs padding: the cropped upsampling matches the reference demo."""
     heads = random_heads(64)
-    engine = ClipDinoiser(tiny_clip, heads)
+    engine = ClipDinoiser(tiny_clip, heads, precision="fp32")
     vocabulary = engine.set_prompts(["sky", "road", "car"])
     image = textured_image(100, 130, seed=2)
     ours = engine.segment(image, short_side=100)
@@ -130,7 +130,7 @@ def test_tiny_model_matches_reference_with_padding(tiny_clip):
 
 
 def test_slide_mode_equals_whole_mode_on_448_square(tiny_clip):
-    engine = ClipDinoiser(tiny_clip, random_heads(64))
+    engine = ClipDinoiser(tiny_clip, random_heads(64), precision="fp32")
     engine.set_prompts(["background", "car", "tree"])
     image = textured_image(448, 448, seed=7)
     whole = engine.segment(image, mode="whole")

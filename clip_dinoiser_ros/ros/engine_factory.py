@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import ClipDinoiser, load_clip, random_clip
-from ..model.engine import resolve_precision
+from ..model.precision import resolve_precision
 from ..model.heads import read_checkpoint
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-from ..model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES
+from ..model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
 from ..model.heads_download import PUBLISHED
 from ..model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 
@@ -188,8 +188,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "as Nav2's semantic segmentation layer reads it", LIVE, choices=("32FC1", "mono8")),
     ParameterSpec("device", "auto", "Where the model runs (auto = cuda when available)", RECONFIGURE,
                   check=_device_problem, rule="auto, cpu, cuda or cuda:N"),
-    ParameterSpec("precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", RECONFIGURE,
-                  choices=("auto", "fp32", "fp16", "bf16")),
+    ParameterSpec("precision", "auto", "ViT and heads; auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
+                  "(avx512_bf16, AMX), fp32 elsewhere; bf16 on other CPUs and fp16 on any CPU are refused",
+                  RECONFIGURE, choices=PRECISIONS),
     ParameterSpec("clip_model", DEFAULT_MODEL, "open_clip model name (checked when the model loads)", RECONFIGURE),
     ParameterSpec("clip_pretrained", DEFAULT_PRETRAINED,
                   "open_clip pretrained tag or path to a weights file (checked when the model loads)", RECONFIGURE),
