@@ -14,6 +14,8 @@ from clip_dinoiser_ros.model import (
     load_clip,
     save_checkpoint,
 )
+from clip_dinoiser_ros.model import engine as engine_module
+from clip_dinoiser_ros.model import precision as precision_module
 from clip_dinoiser_ros.model.heads import HEAD_KEYS, build_heads
 
 
@@ -221,8 +223,43 @@ def test_local_weights_file_loads_into_the_named_architecture(tmp_path, tiny_cli
 
 
 def test_half_precision_on_cpu_is_refused_with_the_fix(tiny_clip):
-    with pytest.raises(ValueError, match="fp32"):
+    with pytest.raises(ValueError, match="'fp16' is for CUDA devices.*use 'bf16', 'fp32' or 'auto'"):
         ClipDinoiser(tiny_clip, None, precision="fp16")
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_it(tiny_clip, monkeypatch, native, expected):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
+    assert ClipDinoiser(tiny_clip, None).dtype == expected
+    assert ClipDinoiser(tiny_clip, None, precision="fp32").dtype == torch.float32
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_with_the_fix(tiny_clip, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="needs a CPU with native bf16 .*use 'fp32' or 'auto'"):
+        ClipDinoiser(tiny_clip, None, precision="bf16")
+
+
+@pytest.mark.skipif(not precision_module.cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_cpu_bf16_runs_the_vit_in_bf16_and_keeps_pooling_and_softmax_in_fp32(tiny_clip, monkeypatch):
+    seen = {}
+
+    def recording(name, function):
+        def wrapper(*args, **kwargs):
+            seen[name] = args[0].dtype
+            return function(*args, **kwargs)
+        return wrapper
+
+    for name in ("patch_correlation", "guided_pool", "class_probabilities"):
+        monkeypatch.setattr(engine_module, name, recording(name, getattr(engine_module, name)))
+    image = np.random.default_rng(4).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    results = {}
+    for name in ("fp32", "bf16"):
+        engine = ClipDinoiser(tiny_clip, DinoiserHeads(64).state_dict(), precision=name)
+        engine.set_prompts(["road", "car", "sky"])
+        results[name] = engine.segment(image)
+        assert seen == dict.fromkeys(("patch_correlation", "guided_pool", "class_probabilities"), torch.float32)
+    assert (results["fp32"].labels == results["bf16"].labels).mean() > 0.95
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -235,3 +272,18 @@ def test_cuda_autocast_agrees_with_fp32(tiny_clip, precision):
         engine.set_prompts(["road", "car", "sky"])
         results[name] = engine.segment(image)
     assert (results["fp32"].labels == results[precision].labels).mean() > 0.95
+
+
+def test_segment_batch_equals_segment_image_by_image(tiny_clip):
+    """Same-size images share one pass, a differently sized one gets its own; results as if alone."""
+    engine = ClipDinoiser(tiny_clip, DinoiserHeads(64).state_dict(), precision="fp32")
+    engine.set_prompts(["road", "car", "sky"])
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 96, 3), (96, 64, 3), (64, 96, 3)]]
+    batched = engine.segment_batch(images, short_side=32)
+    for image, together in zip(images, batched):
+        alone = engine.segment(image, short_side=32)
+        assert together.labels.shape == image.shape[:2]
+        np.testing.assert_array_equal(together.labels, alone.labels)
+        np.testing.assert_allclose(together.probs, alone.probs, atol=1e-5)
+        np.testing.assert_allclose(together.class_max, alone.class_max, atol=1e-5)

@@ -1,7 +1,6 @@
 """The CLIP-DINOiser engine: one CLIP pass, the two heads, guided pooling, and full-resolution outputs."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -13,15 +12,15 @@ from torch import nn
 
 from . import preprocessing as pre
 from .dense_clip import DenseClipEncoder
-from .full_resolution import full_resolution
+from .full_resolution import FullResolution, full_resolution
 from .guided_pooling import class_probabilities, filter_background, guided_pool, patch_correlation
 from .heads import HeadsSource, build_heads
+from .precision import autocast, resolve_precision
 from .text_encoder import PromptEncoder, Vocabulary
 from .templates import TemplatesSpec
 from .choices import MODES
 from .vocabulary import uses_background
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MAX_WHOLE_PATCHES = 16384  # beyond this one attention pass needs gigabytes: use slide mode
 SLIDE_BATCH = 4
 
@@ -102,33 +101,78 @@ class ClipDinoiser:
         ``probs=False`` skips the (K, H, W) map (``Segmentation.probs`` is None): labels, confidence and
         ``class_max`` are then computed a few classes at a time, with the same values.
         """
-        vocabulary = vocabulary or self._vocabulary
-        if vocabulary is None:
-            raise RuntimeError("no vocabulary: call set_prompts([...]) before segment()")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if short_side < self.patch_size or window < self.patch_size or stride < 1:
-            raise ValueError(
-                f"short_side ({short_side}) and window ({window}) must be >= the patch size {self.patch_size}, "
-                f"stride ({stride}) >= 1"
-            )
+        if mode == "whole":
+            return self.segment_batch([image], short_side=short_side, background=background,
+                                      vocabulary=vocabulary, probs=probs)[0]
+        vocabulary = self._checked_vocabulary(vocabulary, short_side, window, stride)
         use_background = uses_background(vocabulary, background)
         with torch.inference_mode():
             pixels = pre.image_to_tensor(image, self.device)
             height, width = pixels.shape[-2:]
             resized = pre.resize(pixels, pre.short_side_size(height, width, short_side))
-            if mode == "whole":
-                inference_probs = self._crop_probabilities(resized, vocabulary, use_background)
-            else:
-                inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
-            outputs = full_resolution(inference_probs, (height, width), keep_probs=probs)
-            return Segmentation(
-                labels=outputs.labels.to(torch.int32).cpu().numpy(),
-                probs=None if outputs.probs is None else outputs.probs.cpu().numpy(),
-                confidence=outputs.confidence.cpu().numpy(),
-                class_max=outputs.class_max.cpu().numpy(),
-                prompts=vocabulary.names,
+            inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
+            (result,) = self._to_host([full_resolution(inference_probs, (height, width), keep_probs=probs)], vocabulary)
+            return result
+
+    def segment_batch(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        short_side: int = 448,
+        background: Optional[bool] = None,
+        vocabulary: Optional[Vocabulary] = None,
+        probs: bool = True,
+    ) -> list[Segmentation]:
+        """Whole-image segmentation of several images (cameras of one robot), in input order.
+
+        Images that resize to the same size share one ViT pass; each result equals ``segment`` of that
+        image alone (up to float rounding).
+        """
+        vocabulary = self._checked_vocabulary(vocabulary, short_side, self.patch_size, 1)
+        use_background = uses_background(vocabulary, background)
+        with torch.inference_mode():
+            pixels = [pre.image_to_tensor(image, self.device) for image in images]
+            resized = [pre.resize(p, pre.short_side_size(*p.shape[-2:], short_side)) for p in pixels]
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for index, tensor in enumerate(resized):
+                groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
+            outputs: list[Optional[FullResolution]] = [None] * len(images)
+            for members in groups.values():
+                batch = self._crop_probabilities(torch.cat([resized[i] for i in members]), vocabulary, use_background)
+                for index, inference_probs in zip(members, batch):
+                    size = tuple(pixels[index].shape[-2:])
+                    outputs[index] = full_resolution(inference_probs.unsqueeze(0), size, keep_probs=probs)
+            return self._to_host(outputs, vocabulary)
+
+    def _checked_vocabulary(self, vocabulary: Optional[Vocabulary], short_side: int, window: int,
+                            stride: int) -> Vocabulary:
+        vocabulary = vocabulary or self._vocabulary
+        if vocabulary is None:
+            raise RuntimeError("no vocabulary: call set_prompts([...]) before segment()")
+        if short_side < self.patch_size or window < self.patch_size or stride < 1:
+            raise ValueError(
+                f"short_side ({short_side}) and window ({window}) must be >= the patch size {self.patch_size}, "
+                f"stride ({stride}) >= 1"
             )
+        return vocabulary
+
+    def _to_host(self, outputs: Sequence[FullResolution], vocabulary: Vocabulary) -> list[Segmentation]:
+        """Every result copied to the host with one wait: on CUDA the copies are queued, then synchronised once."""
+        queued = self.device.type == "cuda"
+        host = [
+            [None if t is None else t.to("cpu", non_blocking=queued)
+             for t in (out.labels.to(torch.int32), out.probs, out.confidence, out.class_max)]
+            for out in outputs
+        ]
+        if queued:
+            torch.cuda.current_stream(self.device).synchronize()
+        return [
+            Segmentation(labels=labels.numpy(), probs=None if kept is None else kept.numpy(),
+                         confidence=confidence.numpy(), class_max=class_max.numpy(), prompts=vocabulary.names)
+            for labels, kept, confidence, class_max in host
+        ]
 
     def _slide_probabilities(
         self, pixels: torch.Tensor, vocabulary: Vocabulary, use_background: bool, window: int, stride: int
@@ -157,7 +201,7 @@ class ClipDinoiser:
                 f"{padded.shape[-2]}x{padded.shape[-1]} input gives {patches} patches in one pass "
                 f"(max {MAX_WHOLE_PATCHES}); use mode='slide' for such extreme aspect ratios"
             )
-        with self._autocast():
+        with autocast(self.device, self.dtype):
             features = self.encoder(pre.normalize(padded))
             projected, objectness = self.heads(features.head_input)
         correlation = patch_correlation(projected.float())
@@ -180,20 +224,3 @@ class ClipDinoiser:
             )
             self._text_on_device = {id(vocabulary): cached}
         return cached[1], cached[2]
-
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """fp16 autocast on CUDA by default, fp32 on the CPU (where half precision is slower)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    if device.type != "cuda" and dtype != torch.float32:
-        raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on {device.type}")
-    return dtype
