@@ -96,8 +96,8 @@ class Spy:
 def test_outputs_are_computed_only_for_their_subscribers(spun, probe, monkeypatch):
     from clip_dinoiser_ros.ros import outputs
 
-    segment = Spy(spun.node._engine.segment)
-    monkeypatch.setattr(spun.node._engine, "segment", segment)
+    segment = Spy(spun.node._engine.segment_batch)
+    monkeypatch.setattr(spun.node._engine, "segment_batch", segment)
     confidence, overlay, statistics = (Spy(outputs.confidence_image), Spy(outputs.overlay_image),
                                        Spy(outputs.class_statistics))
     monkeypatch.setattr(outputs, "confidence_image", confidence)
@@ -157,3 +157,85 @@ def test_a_failed_vocabulary_restores_the_parameter_and_warns_for_a_while(spun, 
     assert "CUDA out of memory (simulated)" in message
     wait_until(lambda: (v := vocabulary_level()) and v[0] == DiagnosticStatus.OK, WINDOW_S + 5, "the WARN cleared")
     assert serve_a_frame(probe, spun).encoding == "mono8"  # and frames are still served
+
+
+TWO = ["/left_cam/image_raw", "/right_cam/image_raw"]
+
+
+@pytest.fixture()
+def two_cameras(ros):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    spun = SpunNode(image_topics=TWO, prompts=["road", "car"], clip_model="ViT-Tiny-16-test", random_weights=True,
+                    short_side=32)
+    assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
+    assert spun.on_executor(spun.node.trigger_activate) == TransitionCallbackReturn.SUCCESS
+    yield spun
+    spun.close()
+
+
+def send_to_both(probe, spun, width: int = 96):
+    """One frame on each camera until both masks come back; the masks' headers."""
+    collectors = [probe.collect(Image, topic.replace("image_raw", "segmentation/mask")) for topic in TWO]
+    publishers = [probe.node.create_publisher(Image, topic, 10) for topic in TWO]
+    messages = [rgb_message(synthetic_rgb(width, 64, seed=index)) for index in range(2)]
+    try:
+        def answered():
+            for publisher, message in zip(publishers, messages):
+                publisher.publish(message)
+            return all(c.matching(lambda m, h=msg.header: m.header == h) for c, msg in zip(collectors, messages))
+
+        wait_until(answered, 30, "masks for both cameras", interval=0.3)
+    finally:
+        for collector, publisher in zip(collectors, publishers):
+            probe.node.destroy_subscription(collector.subscription)
+            probe.node.destroy_publisher(publisher)
+
+
+def test_frames_waiting_on_several_cameras_share_one_pass(two_cameras, probe, monkeypatch):
+    engine = two_cameras.node._engine
+    batches = []
+
+    def slow_batch(images, **settings):  # a slow model: both cameras' next frames wait meanwhile
+        batches.append(len(images))
+        threading.Event().wait(0.3)
+        return original(images, **settings)
+
+    original = engine.segment_batch
+    monkeypatch.setattr(engine, "segment_batch", slow_batch)
+    send_to_both(probe, two_cameras)
+    assert 2 in batches
+
+
+def test_a_frame_the_engine_refuses_does_not_cost_the_other_cameras_frame(two_cameras, probe, monkeypatch):
+    engine = two_cameras.node._engine
+    original = engine.segment_batch
+
+    def refusing_batch(images, **settings):
+        threading.Event().wait(0.3)  # slow: from the second pass on, both cameras' frames wait together
+        if len(images) > 1:
+            raise ValueError("one of these frames is refused (simulated)")
+        if images[0].shape[1] == 97:
+            raise ValueError("97 pixels wide is refused (simulated)")
+        return original(images, **settings)
+
+    def refusing(image, mode, **settings):
+        return refusing_batch([image], **settings)[0]
+
+    monkeypatch.setattr(engine, "segment_batch", refusing_batch)
+    monkeypatch.setattr(engine, "segment", refusing)
+    send_to_both(probe, two_cameras)  # both served, in a batch or alone
+    left = probe.collect(Image, "/left_cam/segmentation/mask")
+    right = two_cameras.node._cameras[TWO[1]]
+    publishers = [probe.node.create_publisher(Image, topic, 10) for topic in TWO]
+    try:
+        def refused_and_served():
+            publishers[0].publish(rgb_message(synthetic_rgb(96, 64)))
+            publishers[1].publish(rgb_message(synthetic_rgb(97, 64)))
+            return left.messages and right.stats.report().rejected > 0
+
+        wait_until(refused_and_served, 30, "the left frame served, the right one rejected", interval=0.3)
+    finally:
+        probe.node.destroy_subscription(left.subscription)
+        for publisher in publishers:
+            probe.node.destroy_publisher(publisher)

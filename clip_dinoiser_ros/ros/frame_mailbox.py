@@ -44,21 +44,32 @@ class FrameMailbox:
 
     def take(self, min_interval: float = 0.0, timeout: Optional[float] = None) -> Optional[Frame]:
         """The newest frame of the next camera in round-robin order that is due; None on timeout/close."""
+        frames = self._wait_for_due(min_interval, timeout, every=False)
+        return frames[0] if frames else None
+
+    def take_all(self, min_interval: float = 0.0, timeout: Optional[float] = None) -> list[Frame]:
+        """Every camera's newest frame that is due, at least one (for a batched pass); [] on timeout/close."""
+        return self._wait_for_due(min_interval, timeout, every=True)
+
+    def _wait_for_due(self, min_interval: float, timeout: Optional[float], every: bool) -> list[Frame]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             while not self._closed:
                 frame, wait = self._pop_due(self._clock(), min_interval)
                 if frame is not None:
-                    return frame
+                    frames = [frame]
+                    while every and (frame := self._pop_due(self._clock(), min_interval)[0]) is not None:
+                        frames.append(frame)
+                    return frames
                 if wait is not None:
                     wait = min(wait, POLL_S)
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        return None
+                        return []
                     wait = left if wait is None else min(wait, left)
                 self._condition.wait(wait)
-        return None
+        return []
 
     def _pop_due(self, now: float, min_interval: float) -> tuple[Optional[Frame], Optional[float]]:
         wait = None

@@ -39,7 +39,7 @@ from ..srv import SetPrompts
 from ..visualization import RANDOM_NOTICE
 from . import outputs, topics
 from .diagnostics import CameraStats, VocabularyHealth, camera_status
-from .frame_mailbox import FrameMailbox
+from .frame_mailbox import Frame, FrameMailbox
 from .image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .outputs import Wanted
 from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, refusals
@@ -47,6 +47,8 @@ from .torch_threads import run_on_short_lived_thread
 from .vocabulary_switcher import VocabularySwitcher
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..model import Segmentation, Vocabulary
 
 NODE_NAME = "clip_dinoiser"
@@ -349,41 +351,60 @@ class ClipDinoiserNode(LifecycleNode):
         mailbox = self._mailbox
         while True:
             rate = self.param("max_rate_hz")
-            frame = mailbox.take(min_interval=1.0 / rate if rate > 0 else 0.0, timeout=0.5)
-            if frame is None:
+            frames = mailbox.take_all(min_interval=1.0 / rate if rate > 0 else 0.0, timeout=0.5)
+            if not frames:
                 if mailbox.closed:
                     return
                 continue
-            camera = self._cameras.get(frame.camera)
-            if camera is None:
-                continue
             try:
-                self._process(camera, frame.message, frame.received)
-            except Exception as error:  # the worker must outlive any single frame
+                self._process(frames)
+            except Exception as error:  # the worker must outlive any frame
                 if not self.context.ok():
                     return  # shutting down (SIGINT): publishers are gone, nothing to report
-                self.get_logger().error(f"{camera.topic}: frame failed: {type(error).__name__}: {error}")
+                cameras = ", ".join(frame.camera for frame in frames)
+                self.get_logger().error(f"{cameras}: frame failed: {type(error).__name__}: {error}")
 
-    def _process(self, camera: Camera, message: Any, received: float) -> None:
+    def _process(self, frames: list[Frame]) -> None:
+        """Decode every camera's frame, segment them together (one ViT pass per size), publish each."""
+        decoded = []
+        for frame in frames:
+            camera = self._cameras.get(frame.camera)
+            rgb = None if camera is None else self._decode(camera, frame.message)
+            if rgb is not None:
+                decoded.append((camera, frame, rgb, self._wanted(camera)))
+        if not decoded:
+            return
+        version, vocabulary = self._switcher.active
+        settings = dict(short_side=self.param("short_side"), background=self._background(vocabulary),
+                        vocabulary=vocabulary, probs=any(wanted.class_maps for *_, wanted in decoded))
+        results: list[Optional[Segmentation]]
+        try:
+            if self.param("mode") == "whole":
+                results = list(self._engine.segment_batch([rgb for _, _, rgb, _ in decoded], **settings))
+            else:
+                results = [self._engine.segment(rgb, mode="slide", **settings) for _, _, rgb, _ in decoded]
+        except Exception:  # noqa: BLE001 - one frame the engine cannot handle: find it, keep the others
+            results = [self._segment_alone(camera, rgb, settings) for camera, _, rgb, _ in decoded]
+        for (camera, frame, rgb, wanted), segmentation in zip(decoded, results):
+            if segmentation is not None:
+                self._publish(camera, frame.message.header, rgb, segmentation, version, frame.received, wanted)
+
+    def _decode(self, camera: Camera, message: Any) -> Optional[np.ndarray]:
         try:
             decode = compressed_to_rgb if isinstance(message, CompressedImage) else image_to_rgb
-            rgb = decode(message, self.param("max_image_pixels"))
+            return decode(message, self.param("max_image_pixels"))
         except ImageDecodeError as error:
             camera.stats.on_rejected(str(error))
             self.get_logger().warning(f"{camera.topic}: frame rejected: {error}", throttle_duration_sec=LOG_THROTTLE_S)
-            return
-        version, vocabulary = self._switcher.active
-        wanted = self._wanted(camera)
+            return None
+
+    def _segment_alone(self, camera: Camera, rgb: np.ndarray, settings: dict[str, Any]) -> Optional[Segmentation]:
         try:
-            segmentation = self._engine.segment(
-                rgb, mode=self.param("mode"), short_side=self.param("short_side"),
-                background=self._background(vocabulary), vocabulary=vocabulary, probs=wanted.class_maps,
-            )
+            return self._engine.segment(rgb, mode=self.param("mode"), **settings)
         except Exception as error:  # a frame the engine cannot handle must not stop the node
             camera.stats.on_rejected(f"{type(error).__name__}: {error}")
             self.get_logger().error(f"{camera.topic}: inference failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
-            return
-        self._publish(camera, message.header, rgb, segmentation, version, received, wanted)
+            return None
 
     def _wanted(self, camera: Camera) -> Wanted:
         with self._outputs_lock:
