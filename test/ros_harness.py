@@ -23,7 +23,14 @@ DDS_ENVIRONMENT = {
 
 
 def configure_environment() -> None:
-    """Called before rclpy is imported: DDS transports and a domain of this test run's own."""
+    """Called before rclpy is imported: DDS transports, a domain of this test run's own, SIGINT usable.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec:
+    ``ros2 launch`` would then never pass Ctrl-C on to the node. With a handler here, the processes the
+    tests start get SIGINT back at its default.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.update(DDS_ENVIRONMENT)
     os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
