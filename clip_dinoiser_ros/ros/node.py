@@ -351,7 +351,8 @@ class ClipDinoiserNode(LifecycleNode):
         mailbox = self._mailbox
         while True:
             rate = self.param("max_rate_hz")
-            frames = mailbox.take_all(min_interval=1.0 / rate if rate > 0 else 0.0, timeout=0.5)
+            take = mailbox.take_all if self.param("batch_cameras") else mailbox.take_one
+            frames = take(min_interval=1.0 / rate if rate > 0 else 0.0, timeout=0.5)
             if not frames:
                 if mailbox.closed:
                     return
