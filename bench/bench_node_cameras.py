@@ -87,7 +87,7 @@ def main() -> int:
         for phase in range(args.phases):
             batched = phase % 2 == 0
             client.wait_for_services(10)
-            future = client.set_parameters([Parameter("batch_cameras", value=batched)])
+            future = client.set_parameters([Parameter("batch_cameras", value="on" if batched else "off")])
             while not future.done():
                 time.sleep(0.05)
             time.sleep(SETTLE_S)
@@ -95,7 +95,7 @@ def main() -> int:
             time.sleep(args.seconds)
             count = sum(1 for t in masks if start <= t < start + args.seconds)
             rates[batched].append(count / args.seconds)
-            print(f"  phase {phase + 1}: batch_cameras={str(batched).lower():5s} {count / args.seconds:.2f} masks/s",
+            print(f"  phase {phase + 1}: batch_cameras={'on' if batched else 'off':3s} {count / args.seconds:.2f} masks/s",
                   flush=True)
     finally:
         stop.set()

@@ -11,8 +11,9 @@ quality. ``--variant`` also runs the engine with more of it in reduced precision
 those parts in fp32 is worth: ``pooling`` casts the patch correlations (thresholded at gamma) and the
 guided pooling to reduced precision, ``softmax`` the class logits.
 
-Prints, per variant: the share of pixels whose label agrees with fp32 over all images, the worst image,
-and the largest difference of the winning probability.
+Prints how many classes the fp32 labels hold per image (random weights label most pixels alike, which
+makes agreement easy), then per variant: the share of pixels whose label agrees with fp32 over all images,
+the worst image, and the largest difference of the winning probability.
 """
 from __future__ import annotations
 
@@ -91,11 +92,13 @@ def main() -> None:
     variants = {args.precision: ()} | {f"{args.precision} + {v}": VARIANTS[v] for v in args.variant}
     agree = {name: [] for name in variants}
     worst_probability = dict.fromkeys(variants, 0.0)
+    classes_present = []
     files = images_in(args.folder, args.limit)
     for path in files:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB")).copy()
         reference = engines["fp32"].segment(rgb, probs=False)
+        classes_present.append(len(np.unique(reference.labels)))
         for name, parts in variants.items():
             with reduced(parts, engines[args.precision].dtype):
                 result = engines[args.precision].segment(rgb, probs=False)
@@ -104,7 +107,8 @@ def main() -> None:
             worst_probability[name] = max(worst_probability[name], difference)
     source = "RANDOM weights (arithmetic only)" if args.random_weights else f"heads {args.heads}"
     print(f"{len(files)} images from {args.folder}, {args.clip_model} {source}, {len(args.prompts)} prompts, "
-          f"{args.device}")
+          f"{args.device}; classes present per fp32 label image: mean {np.mean(classes_present):.1f}, "
+          f"min {min(classes_present)}")
     for name in variants:
         values = np.array(agree[name])
         print(f"{name:>22}: labels agree with fp32 on {100 * values.mean():.3f} % of pixels "

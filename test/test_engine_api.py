@@ -274,9 +274,11 @@ def test_cuda_autocast_agrees_with_fp32(tiny_clip, precision):
     assert (results["fp32"].labels == results[precision].labels).mean() > 0.95
 
 
-def test_segment_batch_equals_segment_image_by_image(tiny_clip):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_segment_batch_equals_segment_image_by_image(tiny_clip, device):
     """Same-size images share one pass, a differently sized one gets its own; results as if alone."""
-    engine = ClipDinoiser(tiny_clip, DinoiserHeads(64).state_dict(), precision="fp32")
+    engine = ClipDinoiser(tiny_clip, DinoiserHeads(64).state_dict(), device=device, precision="fp32")
     engine.set_prompts(["road", "car", "sky"])
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 96, 3), (96, 64, 3), (64, 96, 3)]]

@@ -40,7 +40,7 @@ BAD_VALUES = [
     ("precision", "fp8", "one of auto, fp32, fp16, bf16"),
     ("templates", "fancy", "one of imagenet, simple, none"),
     ("random_weights", "maybe", "it is a string, not a bool"),
-    ("batch_cameras", "1", "it is an integer, not a bool"),
+    ("batch_cameras", "sometimes", "one of auto, on, off"),
     ("autostart", "2", "it is an integer, not a bool"),
     ("image_topics", "['bad name']", "not a valid topic name"),
     ("image_topics", "[/a, /a]", "/a listed twice"),

@@ -351,7 +351,7 @@ class ClipDinoiserNode(LifecycleNode):
         mailbox = self._mailbox
         while True:
             rate = self.param("max_rate_hz")
-            take = mailbox.take_all if self.param("batch_cameras") else mailbox.take_one
+            take = mailbox.take_all if self._batching() else mailbox.take_one
             frames = take(min_interval=1.0 / rate if rate > 0 else 0.0, timeout=0.5)
             if not frames:
                 if mailbox.closed:
@@ -364,6 +364,10 @@ class ClipDinoiserNode(LifecycleNode):
                     return  # shutting down (SIGINT): publishers are gone, nothing to report
                 cameras = ", ".join(frame.camera for frame in frames)
                 self.get_logger().error(f"{cameras}: frame failed: {type(error).__name__}: {error}")
+
+    def _batching(self) -> bool:
+        choice = self.param("batch_cameras")
+        return choice == "on" or (choice == "auto" and self._engine is not None and self._engine.device.type == "cuda")
 
     def _process(self, frames: list[Frame]) -> None:
         """Decode every camera's frame, segment them together (one ViT pass per size), publish each."""

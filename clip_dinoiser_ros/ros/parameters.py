@@ -172,9 +172,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   value_range=(1, 1 << 30)),
     ParameterSpec("mode", MODES[0], "whole: one pass over the resized image; slide: the paper's 448/224 windows",
                   LIVE, choices=MODES),
-    ParameterSpec("batch_cameras", True,
-                  "Frames waiting on several cameras share one pass (whole mode); false: one camera at a time",
-                  LIVE),
+    ParameterSpec("batch_cameras", "auto", "Frames waiting on several cameras share one pass (whole mode): "
+                  "auto = on CUDA only (on the CPU it measured no faster), on, off", LIVE,
+                  choices=("auto", "on", "off")),
     ParameterSpec("short_side", 448, "Frames are resized so their short side has this many pixels", LIVE,
                   value_range=(16, 4096)),
     ParameterSpec("background", "auto", "Background filtering: auto = when prompt 0 is 'background'", LIVE,
