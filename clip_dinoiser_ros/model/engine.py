@@ -95,15 +95,20 @@ class ClipDinoiser:
         background: Optional[bool] = None,
         vocabulary: Optional[Vocabulary] = None,
         probs: bool = True,
+        output_size: Optional[tuple[int, int]] = None,
     ) -> Segmentation:
         """Segment an HxWx3 uint8 RGB image with the active (or the given) vocabulary.
 
         ``probs=False`` skips the (K, H, W) map (``Segmentation.probs`` is None): labels, confidence and
-        ``class_max`` are then computed a few classes at a time, with the same values.
+        ``class_max`` are then computed a few classes at a time, with the same values. ``output_size``
+        (slide mode) gives the results at another size than the image's: an evaluation protocol that
+        rescaled the image itself scores at the original size.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "whole":
+            if output_size is not None:
+                raise ValueError("output_size is for mode='slide' (the evaluation protocol)")
             return self.segment_batch([image], short_side=short_side, background=background,
                                       vocabulary=vocabulary, probs=probs)[0]
         vocabulary = self._checked_vocabulary(vocabulary, short_side, window, stride)
@@ -113,7 +118,8 @@ class ClipDinoiser:
             height, width = pixels.shape[-2:]
             resized = pre.resize(pixels, pre.short_side_size(height, width, short_side))
             inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
-            (result,) = self._to_host([full_resolution(inference_probs, (height, width), keep_probs=probs)], vocabulary)
+            size = tuple(output_size) if output_size is not None else (height, width)
+            (result,) = self._to_host([full_resolution(inference_probs, size, keep_probs=probs)], vocabulary)
             return result
 
     def segment_batch(
