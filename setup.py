@@ -33,7 +33,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.model": ["configs/*.json"]},
+    package_data={f"{PACKAGE}.model": ["configs/*.json"], f"{PACKAGE}.evaluation": ["benchmarks.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={
@@ -42,6 +42,7 @@ setup(
             "clip_dinoiser_node = clip_dinoiser_ros.ros.run_node:main",
             "clip-dinoiser-demo = clip_dinoiser_ros.demo.stream_photos:main",
             "clip-dinoiser-bag = clip_dinoiser_ros.cli.bag:main",
+            "clip-dinoiser-eval = clip_dinoiser_ros.cli.eval:main",
         ]
     },
 )
