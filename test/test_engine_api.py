@@ -289,3 +289,14 @@ def test_segment_batch_equals_segment_image_by_image(tiny_clip, device):
         np.testing.assert_array_equal(together.labels, alone.labels)
         np.testing.assert_allclose(together.probs, alone.probs, atol=1e-5)
         np.testing.assert_allclose(together.class_max, alone.class_max, atol=1e-5)
+
+
+def test_output_size_gives_slide_results_at_the_original_size(tiny_clip):
+    """The evaluation protocol rescales the image itself and scores at the original size."""
+    engine = ClipDinoiser(tiny_clip, DinoiserHeads(64).state_dict(), precision="fp32")
+    engine.set_prompts(["road", "car", "sky"])
+    image = np.random.default_rng(6).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    result = engine.segment(image, mode="slide", short_side=64, window=48, stride=24, output_size=(30, 45))
+    assert result.labels.shape == result.confidence.shape == (30, 45) and result.probs.shape == (3, 30, 45)
+    with pytest.raises(ValueError, match="output_size is for mode='slide'"):
+        engine.segment(image, output_size=(30, 45))
