@@ -8,17 +8,15 @@ two alternate (A, B, A, B, ...) and the medians are compared. RANDOM weights: ti
 The source is the CamVid sequence (101 frames, 480x360) when ../shared/data is present, else generated
 frames of that size.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_bag_segment.py \
+    PYTHONPATH=.:bench HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_bag_segment.py \
         [--model ViT-B-16 --short-side 448 --frames 10] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from clip_dinoiser_ros.bag.reading import messages, open_bag, to_rgb
 from clip_dinoiser_ros.bag.segment import SegmentOptions, segment_bag
 from clip_dinoiser_ros.cli.bag import main as bag_cli
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip
+from timing import alternating_medians
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid" / "0016E5" / "images"
 PROMPTS = ["sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian", "bicyclist"]
@@ -71,24 +70,15 @@ def main() -> None:
     frames = [to_rgb(item) for item in messages(reader, ["/cam/image_raw"])]
     reader.close()
 
-    def engine_alone() -> float:
-        started = time.perf_counter()
+    def engine_alone() -> None:
         for rgb in frames:
             engine.segment(rgb, mode="whole", short_side=args.short_side, background=False, probs=False)
-        return time.perf_counter() - started
 
-    def bag_command() -> float:
-        started = time.perf_counter()
+    def bag_command() -> None:
         segment_bag(bag, ["/cam/image_raw"], directory / "out", engine, options, threading.Event())
-        return time.perf_counter() - started
 
-    engine_alone()  # warm-up
-    timings: dict[str, list[float]] = {"engine": [], "bag": []}
-    for _ in range(args.repeats):
-        timings["engine"].append(engine_alone())
-        timings["bag"].append(bag_command())
-    engine_fps = len(frames) / statistics.median(timings["engine"])
-    bag_fps = len(frames) / statistics.median(timings["bag"])
+    medians = alternating_medians({"engine": engine_alone, "bag": bag_command}, args.repeats)
+    engine_fps, bag_fps = (len(frames) / medians[name] for name in ("engine", "bag"))
     print(f"{args.model} short side {args.short_side}, {len(frames)} frames of "
           f"{frames[0].shape[1]}x{frames[0].shape[0]} ({'CamVid' if CAMVID.is_dir() else 'generated'}), "
           f"{torch.get_num_threads()} torch threads, median of {args.repeats}", file=sys.stderr)
