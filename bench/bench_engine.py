@@ -60,9 +60,9 @@ def timed(fn, device: torch.device) -> float:
 
 def engine_input(engine: ClipDinoiser, image: np.ndarray) -> torch.Tensor:
     """The normalised, padded (1, 3, H, W) tensor the engine's encoder sees in whole mode."""
-    pixels = pre.image_to_tensor(image, engine.device)
-    resized = pre.resize(pixels, pre.short_side_size(*pixels.shape[-2:], 448))
-    return pre.normalize(pre.pad_to_multiple(resized, engine.patch_size))
+    resized = pre.resize_image(image, pre.short_side_size(*image.shape[:2], 448))
+    pixels = pre.image_to_tensor(resized, engine.device)
+    return pre.normalize(pre.pad_to_multiple(pixels, engine.patch_size))
 
 
 def baseline_model(clip_model: torch.nn.Module, size: tuple[int, int], device: torch.device) -> torch.nn.Module:

@@ -15,8 +15,7 @@ from PIL import Image
 from clip_dinoiser_ros.cli.eval import main
 from clip_dinoiser_ros.evaluation import ConfusionMatrix, scores
 from clip_dinoiser_ros.evaluation.benchmarks import benchmarks, read_ground_truth, samples
-from clip_dinoiser_ros.evaluation.protocol import rescale
-from clip_dinoiser_ros.model.preprocessing import sliding_windows
+from clip_dinoiser_ros.model.preprocessing import resize_image, short_side_size, sliding_windows
 
 TINY = ["--random-weights", "--clip-model", "ViT-Tiny-16-test"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "benchmarks.json"
@@ -96,11 +95,12 @@ def test_windows_are_placed_as_mmseg_places_them(height, width):
 
 
 @pytest.mark.parametrize("height, width", [(375, 500), (1024, 2048), (40, 56), (500, 333)])
-def test_the_rescale_is_cv2_on_uint8_with_mmcvs_size(height, width):
+def test_the_resize_is_cv2_on_uint8_with_mmcvs_size(height, width):
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     scale = min(2048 / max(height, width), 448 / min(height, width))
     size = (int(width * scale + 0.5), int(height * scale + 0.5))
-    np.testing.assert_array_equal(rescale(image), cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+    resized = resize_image(image, short_side_size(height, width, 448))
+    np.testing.assert_array_equal(resized, cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
 
 
 def test_resume_skips_done_images_with_the_same_result(tmp_path):

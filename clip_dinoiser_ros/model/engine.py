@@ -95,30 +95,24 @@ class ClipDinoiser:
         background: Optional[bool] = None,
         vocabulary: Optional[Vocabulary] = None,
         probs: bool = True,
-        output_size: Optional[tuple[int, int]] = None,
     ) -> Segmentation:
         """Segment an HxWx3 uint8 RGB image with the active (or the given) vocabulary.
 
         ``probs=False`` skips the (K, H, W) map (``Segmentation.probs`` is None): labels, confidence and
-        ``class_max`` are then computed a few classes at a time, with the same values. ``output_size``
-        (slide mode) gives the results at another size than the image's: an evaluation protocol that
-        rescaled the image itself scores at the original size.
+        ``class_max`` are then computed a few classes at a time, with the same values. Slide mode with
+        the defaults is the paper's evaluation protocol (``evaluation.protocol``).
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "whole":
-            if output_size is not None:
-                raise ValueError("output_size is for mode='slide' (the evaluation protocol)")
             return self.segment_batch([image], short_side=short_side, background=background,
                                       vocabulary=vocabulary, probs=probs)[0]
         vocabulary = self._checked_vocabulary(vocabulary, short_side, window, stride)
         use_background = uses_background(vocabulary, background)
         with torch.inference_mode():
-            pixels = pre.image_to_tensor(image, self.device)
-            height, width = pixels.shape[-2:]
-            resized = pre.resize(pixels, pre.short_side_size(height, width, short_side))
+            resized = self._resized_tensor(image, short_side)
             inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
-            size = tuple(output_size) if output_size is not None else (height, width)
+            size = image.shape[:2]
             (result,) = self._to_host([full_resolution(inference_probs, size, keep_probs=probs)], vocabulary)
             return result
 
@@ -139,8 +133,7 @@ class ClipDinoiser:
         vocabulary = self._checked_vocabulary(vocabulary, short_side, self.patch_size, 1)
         use_background = uses_background(vocabulary, background)
         with torch.inference_mode():
-            pixels = [pre.image_to_tensor(image, self.device) for image in images]
-            resized = [pre.resize(p, pre.short_side_size(*p.shape[-2:], short_side)) for p in pixels]
+            resized = [self._resized_tensor(image, short_side) for image in images]
             groups: dict[tuple[int, ...], list[int]] = {}
             for index, tensor in enumerate(resized):
                 groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
@@ -148,9 +141,15 @@ class ClipDinoiser:
             for members in groups.values():
                 batch = self._crop_probabilities(torch.cat([resized[i] for i in members]), vocabulary, use_background)
                 for index, inference_probs in zip(members, batch):
-                    size = tuple(pixels[index].shape[-2:])
+                    size = images[index].shape[:2]
                     outputs[index] = full_resolution(inference_probs.unsqueeze(0), size, keep_probs=probs)
             return self._to_host(outputs, vocabulary)
+
+    def _resized_tensor(self, image: np.ndarray, short_side: int) -> torch.Tensor:
+        """(1, 3, h, w) in [0, 1] on the device, resized on the host as uint8 (see preprocessing)."""
+        pre.check_image(image)
+        return pre.image_to_tensor(pre.resize_image(image, pre.short_side_size(*image.shape[:2], short_side)),
+                                   self.device)
 
     def _checked_vocabulary(self, vocabulary: Optional[Vocabulary], short_side: int, window: int,
                             stride: int) -> Vocabulary:

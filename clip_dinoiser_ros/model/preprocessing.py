@@ -1,8 +1,14 @@
-"""Image geometry shared by whole-image and sliding-window inference."""
+"""Image geometry shared by whole-image and sliding-window inference.
+
+Frames are resized as the paper's evaluation does (mmcv's ``imrescale``): bilinear by cv2 on the uint8
+image, the scale capped so the long side stays within 2048/448 of the short side's target. That also
+keeps the upload small: a frame reaches the device at inference size.
+"""
 from __future__ import annotations
 
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -11,20 +17,34 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def image_to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> 1x3xHxW float in [0, 1] on ``device`` (uploads the small uint8 array)."""
+LONG_TO_SHORT = 2048 / 448  # the protocol's img_scale: the long side is capped at this multiple
+
+
+def check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}".strip()
         raise ValueError(f"image must be an HxWx3 uint8 RGB numpy array, got {got}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image is empty ({image.shape[0]}x{image.shape[1]})")
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 at ``size`` (height, width): cv2 bilinear on uint8, as mmcv; a no-op at that size."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> 1x3xHxW float in [0, 1] on ``device`` (uploads the small uint8 array)."""
+    check_image(image)
     pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)
     return pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """Size with the short side scaled to ``short_side``, aspect kept (mmseg's keep_ratio rounding)."""
-    scale = short_side / min(height, width)
+    """mmcv's keep-ratio size: the short side to ``short_side`` unless the long side would pass its cap."""
+    scale = min(short_side / min(height, width), short_side * LONG_TO_SHORT / max(height, width))
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
