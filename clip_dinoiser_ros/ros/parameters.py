@@ -175,8 +175,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("batch_cameras", "auto", "Frames waiting on several cameras share one pass (whole mode): "
                   "auto = on CUDA only (on the CPU it measured no faster), on, off", LIVE,
                   choices=("auto", "on", "off")),
-    ParameterSpec("short_side", 448, "Frames are resized so their short side has this many pixels", LIVE,
-                  value_range=(16, 4096)),
+    ParameterSpec("short_side", 448, "Frames are resized (cv2, uint8) so their short side has this many "
+                  "pixels, the long side at most 2048/448 times that", LIVE, value_range=(16, 4096)),
     ParameterSpec("background", "auto", "Background filtering: auto = when prompt 0 is 'background'", LIVE,
                   choices=tuple(BACKGROUND_SETTINGS)),
     ParameterSpec("gamma", 0.2, "Correlations below gamma are ignored by the guided pooling", LIVE,
