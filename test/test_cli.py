@@ -172,3 +172,11 @@ def test_bad_arguments_exit_2_before_loading_anything(tmp_path, capsys, images, 
     argv = [*(str(tmp_path / i) for i in images), "--prompts", *prompts, "--out", str(tmp_path / "out"), *RANDOM_TINY]
     assert main(argv) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_precision_the_cpu_cannot_run_exits_2_with_the_fix_and_fp32_runs(tmp_path, capsys):
+    photo = write_photo(tmp_path, "photo.png", np.zeros((40, 60, 3), np.uint8))
+    assert run_cli([photo], tmp_path / "out", "--precision", "fp16") == 2
+    assert "--precision: precision 'fp16' is for CUDA devices" in capsys.readouterr().err
+    assert run_cli([photo], tmp_path / "out", "--precision", "fp32") == 0
+    assert (tmp_path / "out" / "photo_labels.png").exists()

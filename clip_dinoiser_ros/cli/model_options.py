@@ -11,7 +11,7 @@ import time
 
 from typing import TYPE_CHECKING
 
-from clip_dinoiser_ros.model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES
+from clip_dinoiser_ros.model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
 from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE
@@ -47,6 +47,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="whole", help="one pass, or the paper's sliding windows")
     parser.add_argument("--short-side", type=int, default=448, help="resize so the short side has this size")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="ViT and heads: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip model name")
     parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED, help="open_clip tag or a local weights file")
     parser.add_argument(
@@ -85,8 +87,13 @@ def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
         random_clip,
     )
     from clip_dinoiser_ros.model.heads import read_checkpoint
+    from clip_dinoiser_ros.model.precision import resolve_precision
 
     device = resolve_device(args.device)
+    try:
+        resolve_precision(args.precision, torch.device(device))  # before the slow model load
+    except ValueError as error:
+        raise SetupError(f"--precision: {error}") from error
     started = time.perf_counter()
     if args.random_weights:
         torch.manual_seed(RANDOM_SEED)  # the random heads, reproducible between runs
@@ -105,7 +112,7 @@ def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
         except ValueError as error:  # e.g. a tag the model does not have
             raise SetupError(str(error)) from error
         weights = f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
-    engine = ClipDinoiser(clip_model, heads, device=device)
+    engine = ClipDinoiser(clip_model, heads, device=device, precision=args.precision)
     if args.short_side < engine.patch_size:
         raise SetupError(f"--short-side {args.short_side} is smaller than the patch size {engine.patch_size}")
     loaded = time.perf_counter()
