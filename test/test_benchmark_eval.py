@@ -63,6 +63,8 @@ def test_every_layout_runs_end_to_end(name, tmp_path, capsys):
     assert np.array(report["confusion"]).sum() == scored > 0  # two images, ignored pixels left out
     assert f"| {name} |" in (out / "table1.md").read_text()
     assert "RANDOM WEIGHTS" in report["meta"]["weights"]
+    run = json.loads((out / "run.json").read_text())
+    assert {"torch", "open_clip", "clip_dinoiser_ros"} <= set(run["versions"]) and run["protocol"]["test_cfg"]
 
 
 @pytest.mark.parametrize("name", sorted(benchmarks()))

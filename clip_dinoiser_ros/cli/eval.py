@@ -9,10 +9,12 @@ Exit codes: 0 done, 2 nothing could run (arguments, data layout, weights).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,6 +25,8 @@ from tqdm import tqdm
 from clip_dinoiser_ros.cli.model_options import SetupError, add_model_arguments, build_engine, check_model_arguments
 from clip_dinoiser_ros.evaluation import ConfusionMatrix, scores, write_reports
 from clip_dinoiser_ros.evaluation.benchmarks import IGNORE_INDEX, Benchmark, benchmarks, read_ground_truth, samples
+from clip_dinoiser_ros.evaluation.benchmarks import protocol as benchmark_protocol
+from clip_dinoiser_ros.model.heads_download import PUBLISHED, PUBLISHED_HEADS
 from clip_dinoiser_ros.evaluation.protocol import predict
 
 
@@ -94,6 +98,34 @@ def evaluate(benchmark: Benchmark, args: argparse.Namespace, engine, ranks: Rank
     return ranks.total(confusion.matrix)
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weight_hashes(args: argparse.Namespace) -> dict[str, str]:
+    """sha256 of the local weight files used; the published heads are pinned by their git blob id."""
+    if args.random_weights:
+        return {}
+    hashes = {"heads": PUBLISHED_HEADS.git_blob_id if args.heads == PUBLISHED else args.heads}
+    for name, value in (("heads", args.heads), ("clip_pretrained", args.clip_pretrained)):
+        if Path(value).is_file():
+            hashes[name] = f"sha256:{sha256(Path(value))}"
+    return hashes
+
+
+def versions() -> dict[str, str]:
+    import cv2
+    import open_clip
+    import torch
+
+    return {"clip_dinoiser_ros": metadata.version("clip_dinoiser_ros"), "torch": torch.__version__,
+            "open_clip": open_clip.__version__, "numpy": np.__version__, "opencv": cv2.__version__}
+
+
 def table_row(benchmark: Benchmark, miou: float) -> str:
     ours = 100 * miou
     return f"| {benchmark.name} | {ours:.1f} | {benchmark.paper_miou:.1f} | {ours - benchmark.paper_miou:+.1f} |"
@@ -129,8 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         table = "\n".join(rows)
         print(table)
         (args.out / "table1.md").write_text(table + "\n")
-        (args.out / "run.json").write_text(json.dumps({"weights": weights, "datasets": [b.name for b in chosen],
-                                                       "limit": args.limit, "processes": ranks.world}, indent=2))
+        run = {"weights": weights, "weight_files": weight_hashes(args), "versions": versions(),
+               "datasets": [b.name for b in chosen], "limit": args.limit, "processes": ranks.world,
+               "precision": str(engine.dtype), "protocol": benchmark_protocol()}
+        (args.out / "run.json").write_text(json.dumps(run, indent=2))
     return 0
 
 
