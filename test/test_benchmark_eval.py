@@ -34,7 +34,8 @@ def write_tree(root: Path, name: str, count: int = 3) -> None:
         label.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(image)
         classes = len(spec.classes)
-        values = rng.integers(0, classes + 1, (40, 56)) if spec.reduce_zero_label else rng.integers(0, classes, (40, 56))
+        top = classes + 1 if spec.reduce_zero_label else classes  # 0 is "unlabelled" under reduce_zero_label
+        values = rng.integers(0, top, (40, 56))
         values[:2] = 255
         Image.fromarray(values.astype(np.uint8)).save(label)
     if spec.split:
@@ -110,13 +111,16 @@ def test_resume_skips_done_images_with_the_same_result(tmp_path):
     arguments = ["--dataset", "voc", "--root", str(tmp_path / "data"), *TINY]
     assert main([*arguments, "--limit", "3", "--out", str(tmp_path / "whole")]) == 0
     assert main([*arguments, "--limit", "2", "--out", str(tmp_path / "resumed")]) == 0
-    cache = tmp_path / "resumed" / "cache" / "voc"
+    (cache,) = (tmp_path / "resumed" / "cache" / "voc").iterdir()  # one folder per model and settings
     first = {path: path.stat().st_mtime_ns for path in cache.iterdir()}
     assert main([*arguments, "--limit", "3", "--resume", "--out", str(tmp_path / "resumed")]) == 0
     assert {path: path.stat().st_mtime_ns for path in first} == first and len(list(cache.iterdir())) == 3
     confusion = [json.loads((tmp_path / run / "voc" / "metrics.json").read_text())["confusion"]
                  for run in ("whole", "resumed")]
     assert confusion[0] == confusion[1]
+    other = ["--limit", "1", "--resume", "--precision", "fp32", "--out", str(tmp_path / "resumed")]
+    assert main([*arguments, *other]) == 0
+    assert len(list((tmp_path / "resumed" / "cache" / "voc").iterdir())) == 2  # other settings: not reused
 
 
 def test_torchrun_with_two_processes_gives_one_process_result(tmp_path):

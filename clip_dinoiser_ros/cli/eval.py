@@ -73,9 +73,16 @@ class Ranks:
             dist.destroy_process_group()
 
 
+def model_fingerprint(args: argparse.Namespace) -> str:
+    """The cache's key for the model: --resume never mixes rows that other weights or settings made."""
+    settings = {name: str(getattr(args, name)) for name in
+                ("clip_model", "clip_pretrained", "heads", "random_weights", "precision", "device")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def evaluate(benchmark: Benchmark, args: argparse.Namespace, engine, ranks: Ranks) -> np.ndarray:
     pairs = samples(benchmark, args.root)[: args.limit]
-    cache = args.out / "cache" / benchmark.name
+    cache = args.out / "cache" / benchmark.name / model_fingerprint(args)
     cache.mkdir(parents=True, exist_ok=True)
     engine.set_prompts(list(benchmark.classes))
     confusion = ConfusionMatrix(len(benchmark.classes))
