@@ -44,10 +44,6 @@ def topic_types(reader: AnyReader) -> dict[str, str]:
     return {connection.topic: connection.msgtype for connection in reader.connections}
 
 
-def image_topics(reader: AnyReader) -> list[str]:
-    return sorted(topic for topic, msgtype in topic_types(reader).items() if msgtype in IMAGE_TYPES)
-
-
 def check_topics(reader: AnyReader, topics: Sequence[str], accepted: Sequence[str] = IMAGE_TYPES) -> None:
     """Every requested topic exists and has an accepted type; the error lists what the bag does hold."""
     types = topic_types(reader)

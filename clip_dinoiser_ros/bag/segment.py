@@ -9,7 +9,7 @@ replace the input; a topic whose type has no ROS 2 Python class here is dropped 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..model import ClipDinoiser
 from ..ros import outputs, topics
 from .conversion import message_class, to_rclpy
-from .reading import BagMessage, check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
+from .reading import check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
 from .writing import BagWriter
 
 
@@ -60,7 +60,7 @@ def copied_topics(reader, cameras: Sequence[str]) -> list[str]:
 
 
 def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinoiser, options: SegmentOptions,
-                stop: threading.Event, on_frame: Callable[[BagMessage], None] = lambda _: None) -> SegmentResult:
+                stop: threading.Event) -> SegmentResult:
     """Segment every frame until done or ``stop`` is set; the bag written so far is valid either way."""
     reader = open_bag(bag)
     try:
@@ -99,7 +99,6 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                     writer.write(topics.output_topic(item.topic, name), output, item.timestamp)
                 frames += 1
                 progress.update()
-                on_frame(item)
         return SegmentResult(frames, total, frames < total)
     finally:
         reader.close()

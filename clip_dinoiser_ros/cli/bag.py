@@ -197,7 +197,7 @@ def run_from_images(args: argparse.Namespace, stop: threading.Event) -> int:
 def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
     from clip_dinoiser_ros.bag import evaluate as ev
     from clip_dinoiser_ros.bag.from_images import image_files
-    from clip_dinoiser_ros.bag.reading import check_topics, open_bag
+    from clip_dinoiser_ros.bag.reading import IMAGE_TYPES, check_topics, open_bag
     from clip_dinoiser_ros.evaluation import scores, summary_table, write_reports
 
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
@@ -206,8 +206,7 @@ def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
     names = [synonyms[0] for synonyms in classes]
     reader = open_bag(args.bag)
     try:
-        check_topics(reader, [args.topic or args.mask_topic], ev.MASK_TYPES if args.mask_topic else
-                     ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
+        check_topics(reader, [args.topic or args.mask_topic], ev.MASK_TYPES if args.mask_topic else IMAGE_TYPES)
         frames = sum(c.msgcount for c in reader.connections if c.topic == (args.topic or args.mask_topic))
     finally:
         reader.close()

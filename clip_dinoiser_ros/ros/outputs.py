@@ -34,8 +34,6 @@ class Wanted:
     class_maps: bool
 
 
-EVERY_OUTPUT = Wanted(confidence=True, class_confidences=True, overlay=True, class_maps=True)
-
 
 def thresholded_labels(segmentation: Segmentation, threshold: float) -> np.ndarray:
     """Class ids with pixels below ``threshold`` set to the unlabelled value of the mask encoding."""
