@@ -19,18 +19,19 @@ def ros2_executable() -> str:
 
 
 # ros2cli waits for a service reply without any limit, and on a loaded 2-core machine a reply is lost now
-# and then while discovery settles: every call is bounded, and queries (no effect) are asked again.
+# and then while discovery settles: every call is bounded, and the calls that may be repeated (queries and
+# setting a parameter to a value) get three attempts.
 ATTEMPT_S = 20.0
-QUERIES = {("lifecycle", "get"), ("param", "get"), ("topic", "list"), ("topic", "info"), ("node", "list"),
-           ("interface", "show")}
+REPEATABLE = {("lifecycle", "get"), ("param", "get"), ("param", "set"), ("topic", "list"), ("topic", "info"),
+              ("node", "list"), ("interface", "show")}
 
 
 def ros2(*arguments: str, timeout: float = ATTEMPT_S) -> subprocess.CompletedProcess:
     """One ``ros2`` command, as a user types it: ``stdout`` holds what the terminal shows (stderr too).
 
-    Raises subprocess.TimeoutExpired when no attempt ended in time (queries get three attempts).
+    Raises subprocess.TimeoutExpired when no attempt ended in time.
     """
-    attempts = 3 if tuple(arguments[:2]) in QUERIES else 1
+    attempts = 3 if tuple(arguments[:2]) in REPEATABLE else 1
     for attempt in range(attempts):
         try:
             return _run([ros2_executable(), *arguments], timeout)
@@ -57,27 +58,47 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, process.returncode, output)
 
 
-def wait_for_state(node: str, state: str, launch: Optional["Launch"] = None, timeout: float = 120.0) -> None:
-    """Until ``ros2 lifecycle get NODE`` shows ``state``."""
+def lifecycle_state(node: str) -> str:
+    """What ``ros2 lifecycle get NODE`` prints, e.g. ``active [3]``."""
+    return ros2("lifecycle", "get", node).stdout.strip()
+
+
+def wait_for_state(node: str, state: str, launch: Optional[LoggedProcess] = None, timeout: float = 120.0) -> None:
+    """Until ``ros2 lifecycle get NODE`` shows ``state``; a failure shows the last answer and the node's log."""
+    last = ""
+
     def reached():
+        nonlocal last
         if launch is not None:
             assert launch.alive(), launch.log()
-        return f"{state} [" in ros2("lifecycle", "get", node).stdout
+        last = lifecycle_state(node)
+        return f"{state} [" in last
 
-    wait_until(reached, timeout, f"{node} {state}", interval=0.5)
+    try:
+        wait_until(reached, timeout, f"{node} {state}", interval=0.5)
+    except AssertionError as error:
+        log = f"\n--- node log ---\n{launch.log()[-4000:]}" if launch is not None else ""
+        raise AssertionError(f"{error}; lifecycle get printed {last!r}{log}") from None
 
 
-def lifecycle_set(node: str, transition: str, prints: str, state: str, timeout: float = 120.0) -> None:
+def lifecycle_set(node: str, transition: str, prints: str, state: str,
+                  launch: Optional[LoggedProcess] = None, attempts: int = 3) -> None:
     """``ros2 lifecycle set NODE TRANSITION``: it prints ``prints`` and the node is then in ``state``.
 
-    When its reply was lost (see ATTEMPT_S) only the state can be checked; a node that is stuck fails both.
+    ``set`` asks for the available transitions before it changes state, and waits for each reply without
+    limit: when it hangs and the node is still where it was, the request never took effect and is sent again,
+    as a user would after Ctrl-C; when the node got there, only the change's reply was lost.
     """
-    try:
-        output = ros2("lifecycle", "set", node, transition, timeout=timeout).stdout
+    for _ in range(attempts):
+        try:
+            output = ros2("lifecycle", "set", node, transition, timeout=3 * ATTEMPT_S).stdout
+        except subprocess.TimeoutExpired:
+            if f"{state} [" in lifecycle_state(node):
+                return
+            continue
         assert prints in output, output
-    except subprocess.TimeoutExpired:
-        pass
-    wait_for_state(node, state)
+        break
+    wait_for_state(node, state, launch)
 
 
 def stop_daemon() -> None:

@@ -37,7 +37,7 @@ def graph_topics(probe) -> set[str]:
 def inactive_with(node, topics) -> int:
     """Deactivate, set ``topics`` (accepted: they apply on activate); the thread count when inactive."""
     if "active [3]" in ros2("lifecycle", "get", NODE).stdout:
-        lifecycle_set(NODE, "deactivate", "Transitioning successful", "inactive")
+        lifecycle_set(NODE, "deactivate", "Transitioning successful", "inactive", node)
     value = "[" + ", ".join(f"'{t}'" for t in topics) + "]"
     result = ros2("param", "set", NODE, "image_topics", value)
     assert "Set parameter successful" in result.stdout, result.stdout
@@ -52,7 +52,7 @@ def inactive_with(node, topics) -> int:
 def test_failed_activation_leaves_nothing_behind(node, probe, topics, reason):
     before_topics = graph_topics(probe)
     threads = inactive_with(node, topics)
-    lifecycle_set(NODE, "activate", "Transitioning failed", "inactive")
+    lifecycle_set(NODE, "activate", "Transitioning failed", "inactive", node)
     wait_until(lambda: reason in node.log(), 10, f"the reason {reason!r} in the log")
     assert "activate failed, staying inactive" in node.log()
     leftovers = {t for t in graph_topics(probe) - before_topics if "segmentation" in t or "image_raw" in t}
@@ -62,7 +62,7 @@ def test_failed_activation_leaves_nothing_behind(node, probe, topics, reason):
     assert node.threads() == threads, "a thread of the failed activation is still running"
 
     inactive_with(node, [GOOD])
-    lifecycle_set(NODE, "activate", "Transitioning successful", "active")
+    lifecycle_set(NODE, "activate", "Transitioning successful", "active", node)
     collector = probe.collect(Image, "/act_good/segmentation/mask")
     publisher = probe.node.create_publisher(Image, GOOD, 10)
     publish_until_answered(node, publisher, collector, rgb_message(synthetic_rgb(64, 48)))

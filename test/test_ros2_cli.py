@@ -102,10 +102,10 @@ def test_param_set_and_get_with_refusals_naming_what_is_allowed(launched):
 
 
 def test_lifecycle_set_stops_and_restarts_streaming(launched):
-    lifecycle_set("/clip_dinoiser", "deactivate", "Transitioning successful", "inactive")
+    lifecycle_set("/clip_dinoiser", "deactivate", "Transitioning successful", "inactive", launched)
     wait_until(lambda: "/cli_front/segmentation/mask" not in ros2("topic", "list").stdout.split(), 20,
                "the mask topic gone")
-    lifecycle_set("/clip_dinoiser", "activate", "Transitioning successful", "active")
+    lifecycle_set("/clip_dinoiser", "activate", "Transitioning successful", "active", launched)
     # the daemon's graph learns of the new publisher by discovery, a moment after the transition's reply
     wait_until(lambda: "Publisher count: 1" in ros2("topic", "info", "/cli_front/segmentation/mask").stdout, 20,
                "the mask publisher back")
@@ -187,11 +187,11 @@ def test_autostart_false_with_a_refused_value_stays_unconfigured_until_fixed(tmp
     try:
         wait_for_state("/fix/clip_dinoiser", "unconfigured", launch)
         assert "staying unconfigured" in launch.log() and "mode: 'foo' is refused" in launch.log()
-        lifecycle_set("/fix/clip_dinoiser", "configure", "Transitioning failed", "unconfigured")
+        lifecycle_set("/fix/clip_dinoiser", "configure", "Transitioning failed", "unconfigured", launch)
         wait_until(lambda: "configure refused until these start-up values are set" in launch.log(), 10, "the reason")
         assert ros2("param", "set", "/fix/clip_dinoiser", "mode", "slide").returncode == 0
-        lifecycle_set("/fix/clip_dinoiser", "configure", "Transitioning successful", "inactive")
-        lifecycle_set("/fix/clip_dinoiser", "activate", "Transitioning successful", "active")
+        lifecycle_set("/fix/clip_dinoiser", "configure", "Transitioning successful", "inactive", launch)
+        lifecycle_set("/fix/clip_dinoiser", "activate", "Transitioning successful", "active", launch)
     finally:
         assert launch.stop() == 0, launch.log()
 
