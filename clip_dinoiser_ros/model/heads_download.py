@@ -3,8 +3,9 @@
 Remote files are downloaded once into the user cache (``$XDG_CACHE_HOME/clip_dinoiser_ros/heads``, default
 ``~/.cache/...``) under a name derived from their URL. A download goes to a hidden ``.part`` file in the cache
 folder, is verified, and only then renamed into place, so an interrupted or refused download never becomes a
-cache hit. Files with a known git blob id (the published one) are verified on every use as well: hashing 7 MB
-takes milliseconds, and a corrupted or wrongly hand-placed cache file must not be trusted forever.
+cache hit. Files with a known digest (the published ones) are verified on every use as well: hashing a few MB
+takes milliseconds, and a corrupted or wrongly hand-placed cache file must not be trusted forever. The
+training tool fetches the FOUND decoder the same way.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Optional, Union
+from typing import Any, BinaryIO, Optional, Union
 
 from .errors import CheckpointError, WeightsUnavailableError
 
@@ -36,10 +37,20 @@ ACCEPTED_FORMS = (
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A downloadable checkpoint; ``git_blob_id`` (when known) is checked after download and on every use."""
+    """A downloadable file; its digest (git blob id or sha256, when known) is checked after download and on use.
+
+    ``what`` names it in messages, ``local_option`` is how a user passes a local copy instead.
+    """
 
     url: str
     git_blob_id: Optional[str] = None
+    sha256: Optional[str] = None
+    what: str = "CLIP-DINOiser heads checkpoint"
+    local_option: str = "heads:=/path/to/last.pt"
+
+    @property
+    def digest(self) -> Optional[str]:
+        return self.git_blob_id or self.sha256
 
 
 PUBLISHED_HEADS = RemoteFile(
@@ -50,19 +61,30 @@ PUBLISHED_HEADS = RemoteFile(
 
 def git_blob_id(path: Union[str, Path]) -> str:
     """The id git gives the file's content (SHA-1 of ``blob <size>\\0`` + bytes): comparable with the repository."""
-    path = Path(path)
-    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    return hash_file(hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size), path)
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    return hash_file(hashlib.sha256(), path)
+
+
+def hash_file(digest: Any, path: Union[str, Path]) -> str:
+    """``digest`` (a hashlib object) updated with the file's bytes, as hex."""
     with open(path, "rb") as source:
         for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def heads_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/clip_dinoiser_ros/heads``; an unset, empty or relative XDG_CACHE_HOME means ~/.cache."""
+def cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/clip_dinoiser_ros/KIND``; an unset, empty or relative XDG_CACHE_HOME means ~/.cache."""
     base = os.environ.get("XDG_CACHE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "clip_dinoiser_ros" / "heads"
+    return root / "clip_dinoiser_ros" / kind
+
+
+def heads_cache_dir() -> Path:
+    return cache_dir("heads")
 
 
 def cache_file_name(url: str) -> str:
@@ -95,11 +117,11 @@ def cached_download(remote: RemoteFile, cache_dir: Path, timeout: float) -> Path
     """The cached copy of ``remote``, verified when its blob id is known; downloaded only when absent."""
     target = cache_dir / cache_file_name(remote.url)
     if target.is_file():
-        actual = blob_id_mismatch(remote, target)
+        actual = digest_mismatch(remote, target)
         if actual:
             raise CheckpointError(
-                f"heads checkpoint refused: the cached file {target} has git blob id {actual}, expected "
-                f"{remote.git_blob_id} for {remote.url}; delete it to download it again"
+                f"{remote.what} refused: the cached file {target} has {digest_name(remote)} {actual}, expected "
+                f"{remote.digest} for {remote.url}; delete it to download it again"
             )
         return target
     download(remote, target, timeout)
@@ -117,11 +139,11 @@ def download(remote: RemoteFile, target: Path, timeout: float) -> None:
     try:
         with os.fdopen(handle, "wb") as sink:
             fetch(remote, sink, target, timeout)
-        actual = blob_id_mismatch(remote, temporary)
+        actual = digest_mismatch(remote, temporary)
         if actual:
             raise CheckpointError(
-                f"heads checkpoint refused: the download from {remote.url} has git blob id {actual}, expected "
-                f"{remote.git_blob_id}; nothing was kept"
+                f"{remote.what} refused: the download from {remote.url} has {digest_name(remote)} {actual}, "
+                f"expected {remote.digest}; nothing was kept"
             )
         os.replace(temporary, target)
     except BaseException:  # Ctrl-C included: a partial file must never be left behind
@@ -148,21 +170,25 @@ def fetch(remote: RemoteFile, sink: BinaryIO, target: Path, timeout: float) -> N
         raise unavailable(remote, target, f"the connection ended after {received} of {announced} bytes")
 
 
-def blob_id_mismatch(remote: RemoteFile, path: Path) -> Optional[str]:
-    """The file's blob id when it differs from the known one; None when it matches or none is known."""
-    if remote.git_blob_id is None:
+def digest_name(remote: RemoteFile) -> str:
+    return "git blob id" if remote.git_blob_id else "sha256"
+
+
+def digest_mismatch(remote: RemoteFile, path: Path) -> Optional[str]:
+    """The file's digest when it differs from the known one; None when it matches or none is known."""
+    if remote.digest is None:
         return None
-    actual = git_blob_id(path)
-    return actual if actual != remote.git_blob_id else None
+    actual = git_blob_id(path) if remote.git_blob_id else sha256_of(path)
+    return actual if actual != remote.digest else None
 
 
 def unavailable(remote: RemoteFile, target: Path, reason: str) -> WeightsUnavailableError:
     """One message with everything needed offline: what failed and why, where the file goes, the alternative."""
     lines = [
-        f"could not download the CLIP-DINOiser heads checkpoint from {remote.url}: {reason}.",
+        f"could not download the {remote.what} from {remote.url}: {reason}.",
         f"Download it on a connected machine and place it at\n    {target}",
     ]
-    if remote.git_blob_id:
-        lines.append(f"(it is checked against git blob id {remote.git_blob_id})")
-    lines.append("or pass a local file instead: heads:=/path/to/last.pt")
+    if remote.digest:
+        lines.append(f"(it is checked against {digest_name(remote)} {remote.digest})")
+    lines.append(f"or pass a local file instead: {remote.local_option}")
     return WeightsUnavailableError("\n".join(lines))
