@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clip_dinoiser_ros.cli.eval import Ranks, build_parser, evaluate
+from clip_dinoiser_ros.cli.eval import build_parser, evaluate
+from clip_dinoiser_ros.distributed import Ranks
 from clip_dinoiser_ros.evaluation.benchmarks import benchmarks
 from clip_dinoiser_ros.evaluation.protocol import predict
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip

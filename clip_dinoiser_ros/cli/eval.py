@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,7 +24,9 @@ from clip_dinoiser_ros.cli.model_options import SetupError, add_model_arguments,
 from clip_dinoiser_ros.evaluation import ConfusionMatrix, scores, write_reports
 from clip_dinoiser_ros.evaluation.benchmarks import IGNORE_INDEX, Benchmark, benchmarks, read_ground_truth, samples
 from clip_dinoiser_ros.evaluation.benchmarks import protocol as benchmark_protocol
-from clip_dinoiser_ros.model.heads_download import PUBLISHED, PUBLISHED_HEADS
+from clip_dinoiser_ros.distributed import Ranks
+from clip_dinoiser_ros.model.heads_download import PUBLISHED, PUBLISHED_HEADS, sha256_of
+from clip_dinoiser_ros.provenance import versions
 from clip_dinoiser_ros.evaluation.protocol import predict
 
 
@@ -42,35 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.set_defaults(prompts=["placeholder"])  # the classes come from each benchmark
     return parser
-
-
-class Ranks:
-    """This process's share of the work; torchrun sets RANK/WORLD_SIZE, a plain run is rank 0 of 1."""
-
-    def __init__(self, device: str) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-
-    def total(self, matrix: np.ndarray) -> np.ndarray:
-        """The sum over processes (int64, exact)."""
-        if self.world == 1:
-            return matrix
-        import torch
-        import torch.distributed as dist
-
-        tensor = torch.from_numpy(matrix.copy())
-        dist.all_reduce(tensor)
-        return tensor.numpy()
-
-    def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def model_fingerprint(args: argparse.Namespace) -> str:
@@ -105,14 +76,6 @@ def evaluate(benchmark: Benchmark, args: argparse.Namespace, engine, ranks: Rank
     return ranks.total(confusion.matrix)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weight_hashes(args: argparse.Namespace) -> dict[str, str]:
     """sha256 of the local weight files used; the published heads are pinned by their git blob id."""
     if args.random_weights:
@@ -120,17 +83,8 @@ def weight_hashes(args: argparse.Namespace) -> dict[str, str]:
     hashes = {"heads": PUBLISHED_HEADS.git_blob_id if args.heads == PUBLISHED else args.heads}
     for name, value in (("heads", args.heads), ("clip_pretrained", args.clip_pretrained)):
         if Path(value).is_file():
-            hashes[name] = f"sha256:{sha256(Path(value))}"
+            hashes[name] = f"sha256:{sha256_of(Path(value))}"
     return hashes
-
-
-def versions() -> dict[str, str]:
-    import cv2
-    import open_clip
-    import torch
-
-    return {"clip_dinoiser_ros": metadata.version("clip_dinoiser_ros"), "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "numpy": np.__version__, "opencv": cv2.__version__}
 
 
 def table_row(benchmark: Benchmark, miou: float) -> str:
