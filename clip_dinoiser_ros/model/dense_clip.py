@@ -92,15 +92,8 @@ class DenseClipEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> DenseFeatures:
         """``pixels``: normalised (B, 3, H, W) with H, W multiples of the patch size."""
-        visual = self.visual
-        batch, _, height, width = pixels.shape
-        grid = (height // self.patch_size, width // self.patch_size)
-        x = visual.conv1(pixels.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
-        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(batch, 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid, x.dtype)
-        x = visual.ln_pre(x)
-
-        blocks = visual.transformer.resblocks
+        x, grid = self._tokens(pixels)
+        blocks = self.visual.transformer.resblocks
         head_block = len(blocks) + HEAD_FEATURE_BLOCK
         head_input = None
         for index, block in enumerate(blocks[:-1]):
@@ -108,11 +101,32 @@ class DenseClipEncoder(nn.Module):
             if index == head_block:
                 head_input = features
         tokens = self._maskclip_last_block(blocks[-1], x[:, 1:])
-        maskclip = visual.ln_post(tokens) @ visual.proj
-        return DenseFeatures(
-            maskclip=maskclip.transpose(1, 2).reshape(batch, -1, *grid),
-            head_input=head_input[:, 1:].transpose(1, 2).reshape(batch, -1, *grid),
-        )
+        maskclip = self.visual.ln_post(tokens) @ self.visual.proj
+        return DenseFeatures(maskclip=self._patch_map(maskclip, grid),
+                             head_input=self._patch_map(head_input[:, 1:], grid))
+
+    def head_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Only the heads' input (B, D, h, w): the blocks after block -3 are skipped (training needs no more)."""
+        x, grid = self._tokens(pixels)
+        blocks = self.visual.transformer.resblocks
+        for block in blocks[: len(blocks) + HEAD_FEATURE_BLOCK + 1]:
+            x, features = self._block(block, x)
+        return self._patch_map(features[:, 1:], grid)
+
+    def _tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch embedding, CLS and the resized positional embedding, through ln_pre; and the patch grid."""
+        visual = self.visual
+        batch, _, height, width = pixels.shape
+        grid = (height // self.patch_size, width // self.patch_size)
+        x = visual.conv1(pixels.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(batch, 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid, x.dtype)
+        return visual.ln_pre(x), grid
+
+    @staticmethod
+    def _patch_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(B, hw, C) patch tokens -> (B, C, h, w)."""
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
 
     @staticmethod
     def _block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
