@@ -43,6 +43,7 @@ setup(
             "clip-dinoiser-demo = clip_dinoiser_ros.demo.stream_photos:main",
             "clip-dinoiser-bag = clip_dinoiser_ros.cli.bag:main",
             "clip-dinoiser-eval = clip_dinoiser_ros.cli.eval:main",
+            "clip-dinoiser-train = clip_dinoiser_ros.cli.train:main",
         ]
     },
 )
