@@ -160,3 +160,21 @@ def test_write_reports_without_per_frame_and_with_many_classes(tmp_path):
     written = write_reports(tmp_path, names, matrix, None, {})
     assert {path.name for path in written} == {"metrics.md", "metrics.csv", "metrics.json", "iou_per_class.png"}
     assert not (tmp_path / "confusion.png").exists()
+
+
+def test_label_images_give_class_ids_and_colour_images_are_refused(tmp_path):
+    from PIL import Image
+
+    from clip_dinoiser_ros.evaluation.labels import LabelImageError, read_label_image
+
+    palette = Image.fromarray(np.array([[0, 3], [7, 255]], np.uint8), mode="P")
+    palette.putpalette([value for index in range(256) for value in (index, 255 - index, 0)])
+    palette.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_label_image(tmp_path / "palette.png"), [[0, 3], [7, 255]])  # ids, not colours
+    Image.fromarray(np.array([[300, 2]], np.uint16)).save(tmp_path / "wide.png")
+    np.testing.assert_array_equal(read_label_image(tmp_path / "wide.png"), [[300, 2]])
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(LabelImageError, match="rgb.png: labels must be single-channel class ids .* not mode RGB"):
+        read_label_image(tmp_path / "rgb.png")
+    with pytest.raises(LabelImageError, match=r"\(mode L or P\)"):
+        read_label_image(tmp_path / "wide.png", ("L", "P"))

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image as PILImage
 from tqdm import tqdm
 
 from ..evaluation import ConfusionMatrix, scores
+from ..evaluation.labels import LabelImageError, read_label_image
 from .errors import BagError
 from .reading import check_topics, messages, mono_labels, open_bag, stamp_ns, to_rgb
 
@@ -114,10 +114,10 @@ def topic_ground_truth(bag: Path, topic: str) -> dict[int, np.ndarray]:
 
 
 def read_label_file(path: Path) -> np.ndarray:
-    with PILImage.open(path) as image:
-        if image.mode not in ("L", "P", "I;16"):
-            raise BagError(f"{path}: labels must be single-channel class ids, not mode {image.mode}")
-        return np.asarray(image)
+    try:
+        return read_label_image(path)
+    except LabelImageError as error:
+        raise BagError(str(error)) from error
 
 
 def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: int, *,

@@ -18,6 +18,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 from tqdm import tqdm
 
+from ..evaluation.labels import LabelImageError, read_label_image
 from ..ros.image_codec import array_to_image
 from ..ros.topics import is_compressed
 from .errors import BagError
@@ -66,10 +67,10 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_label(path: Path, size: tuple[int, int]) -> np.ndarray:
-    with PILImage.open(path) as image:
-        if image.mode not in ("L", "P"):
-            raise BagError(f"{path}: labels must be single-channel class ids (mode L or P), not mode {image.mode}")
-        labels = np.asarray(image)
+    try:
+        labels = read_label_image(path, ("L", "P"))  # the label topic is mono8
+    except LabelImageError as error:
+        raise BagError(str(error)) from error
     if labels.shape != size:
         raise BagError(f"label/frame mismatch: {path.name} is {labels.shape[1]}x{labels.shape[0]}, "
                        f"its frame {size[1]}x{size[0]}")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
+
+from .labels import read_label_image
 
 IGNORE_INDEX = 255
 
@@ -70,8 +71,7 @@ def samples(benchmark: Benchmark, root: Path) -> list[tuple[Path, Path]]:
 
 def read_ground_truth(path: Path, reduce_zero_label: bool) -> np.ndarray:
     """Labels as mmseg reads them: with reduce_zero_label, 0 (unlabelled) becomes 255 and the others shift down."""
-    with Image.open(path) as image:
-        labels = np.array(image, dtype=np.uint8)
+    labels = read_label_image(path, ("L", "P"))
     if reduce_zero_label:
         labels[labels == 0] = IGNORE_INDEX
         labels = labels - 1
