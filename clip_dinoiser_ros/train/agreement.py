@@ -26,9 +26,7 @@ def iou(predicted: torch.Tensor, target: torch.Tensor) -> float:
 @torch.no_grad()
 def teacher_agreement(images: list[Path], features: FrozenClipFeatures, heads: nn.Module, teachers: Teachers,
                       size: int, device: torch.device, autocast: Callable) -> dict[str, float]:
-    """Mean BCE and IoU over ``images``; an empty dict when there are none."""
-    if not images:
-        return {}
+    """Mean BCE and IoU over ``images`` (at least one)."""
     sums = dict.fromkeys(("correlation_bce", "correlation_iou", "objectness_bce", "objectness_iou"), 0.0)
     for path in images:
         padded = features.padded(evaluation_view(load_rgb(path), size)[None].to(device))

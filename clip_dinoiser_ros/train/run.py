@@ -170,7 +170,7 @@ class Trainer:
         if ranks.main:
             self._save(optimizer, step, history)
             agreement = teacher_agreement(self.held_out, self.features, self.heads.eval(), self.teachers(),
-                                          settings.image_size, self.device, self.autocast)
+                                          settings.image_size, self.device, self.autocast) if self.held_out else {}
             self._write_record(history, agreement, step - start, seconds)
         else:
             agreement = {}
