@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "torch>=2.4",
     "torchvision>=0.19",
     "open_clip_torch>=2.26",  # batch-first transformer
+    "timm>=1.0",  # the DINO teachers of training (dynamic image size)
     "numpy>=1.26",
     "pillow>=10",
     "tqdm>=4.60",
