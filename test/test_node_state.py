@@ -159,6 +159,35 @@ def test_a_failed_vocabulary_restores_the_parameter_and_warns_for_a_while(spun, 
     assert serve_a_frame(probe, spun).encoding == "mono8"  # and frames are still served
 
 
+
+def test_a_single_frame_the_engine_refuses_is_tried_once_and_counted(spun, probe, monkeypatch):
+    engine = spun.node._engine
+    calls = []
+
+    def refusing_batch(images, **settings):
+        calls.append("batch")
+        raise ValueError("refused (simulated)")
+
+    def refusing(image, mode, **settings):
+        calls.append("alone")
+        raise ValueError("refused (simulated)")
+
+    monkeypatch.setattr(engine, "segment_batch", refusing_batch)
+    monkeypatch.setattr(engine, "segment", refusing)
+    stats = spun.node._cameras[TOPIC].stats
+    rejected = stats.report().rejected
+    publisher = probe.node.create_publisher(Image, TOPIC, 10)
+    try:
+        def counted():
+            publisher.publish(rgb_message(synthetic_rgb(96, 64)))
+            return stats.report().rejected > rejected
+
+        wait_until(counted, 20, "the refused frame counted", interval=0.3)
+    finally:
+        probe.node.destroy_publisher(publisher)
+    assert calls and "alone" not in calls, calls  # whole mode: one batch call per frame, no second try
+
+
 TWO = ["/left_cam/image_raw", "/right_cam/image_raw"]
 
 

@@ -390,8 +390,12 @@ class ClipDinoiserNode(LifecycleNode):
                 results = list(self._engine.segment_batch([rgb for _, _, rgb, _ in decoded], **settings))
             else:
                 results = [self._engine.segment(rgb, mode="slide", **settings) for _, _, rgb, _ in decoded]
-        except Exception:  # noqa: BLE001 - one frame the engine cannot handle: find it, keep the others
-            results = [self._segment_alone(camera, rgb, settings) for camera, _, rgb, _ in decoded]
+        except Exception as error:  # noqa: BLE001 - one frame the engine cannot handle: find it, keep the others
+            if len(decoded) == 1:
+                self._inference_failed(decoded[0][0], error)
+                results = [None]
+            else:
+                results = [self._segment_alone(camera, rgb, settings) for camera, _, rgb, _ in decoded]
         for (camera, frame, rgb, wanted), segmentation in zip(decoded, results):
             if segmentation is not None:
                 self._publish(camera, frame.message.header, rgb, segmentation, version, frame.received, wanted)
@@ -409,9 +413,12 @@ class ClipDinoiserNode(LifecycleNode):
         try:
             return self._engine.segment(rgb, mode=self.param("mode"), **settings)
         except Exception as error:  # a frame the engine cannot handle must not stop the node
-            camera.stats.on_rejected(f"{type(error).__name__}: {error}")
-            self.get_logger().error(f"{camera.topic}: inference failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
+            self._inference_failed(camera, error)
             return None
+
+    def _inference_failed(self, camera: Camera, error: Exception) -> None:
+        camera.stats.on_rejected(f"{type(error).__name__}: {error}")
+        self.get_logger().error(f"{camera.topic}: inference failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _wanted(self, camera: Camera) -> Wanted:
         with self._outputs_lock:
