@@ -5,6 +5,12 @@ import time
 from clip_dinoiser_ros.ros.frame_mailbox import FrameMailbox
 
 
+def take(mailbox, **options):
+    """The worker's one-camera-at-a-time take: the frame, or None on timeout."""
+    frames = mailbox.take_one(**options)
+    return frames[0] if frames else None
+
+
 class FakeClock:
     """ROS time under use_sim_time: it moves only when /clock says so."""
 
@@ -19,8 +25,8 @@ def test_a_new_frame_replaces_the_waiting_one_and_is_counted_as_dropped():
     mailbox = FrameMailbox(["a"])
     mailbox.put("a", 1)
     mailbox.put("a", 2)
-    assert mailbox.take(timeout=0.1).message == 2 and mailbox.dropped("a") == 1
-    assert mailbox.take(timeout=0.05) is None
+    assert take(mailbox, timeout=0.1).message == 2 and mailbox.dropped("a") == 1
+    assert take(mailbox, timeout=0.05) is None
 
 
 def test_cameras_take_turns():
@@ -28,20 +34,20 @@ def test_cameras_take_turns():
     for _ in range(2):
         mailbox.put("a", "a")
         mailbox.put("b", "b")
-        assert [mailbox.take(timeout=0.1).camera for _ in range(2)] in (["a", "b"], ["b", "a"])
+        assert [take(mailbox, timeout=0.1).camera for _ in range(2)] in (["a", "b"], ["b", "a"])
 
 
 def test_the_rate_limit_counts_on_the_given_clock_not_on_wall_time():
     clock = FakeClock(100.0)
     mailbox = FrameMailbox(["a"], clock=clock)
     mailbox.put("a", 1)
-    assert mailbox.take(min_interval=0.2, timeout=0.1).message == 1
+    assert take(mailbox, min_interval=0.2, timeout=0.1).message == 1
     mailbox.put("a", 2)
     started = time.monotonic()
-    assert mailbox.take(min_interval=0.2, timeout=0.3) is None  # 0.3 s of wall time, no bag time
+    assert take(mailbox, min_interval=0.2, timeout=0.3) is None  # 0.3 s of wall time, no bag time
     assert time.monotonic() - started >= 0.3
     taken = []
-    waiter = threading.Thread(target=lambda: taken.append(mailbox.take(min_interval=0.2, timeout=5.0)))
+    waiter = threading.Thread(target=lambda: taken.append(take(mailbox, min_interval=0.2, timeout=5.0)))
     waiter.start()
     time.sleep(0.1)
     clock.now = 100.25  # /clock moves on: the frame is due, and the waiting worker notices
@@ -54,7 +60,7 @@ def test_a_clock_that_goes_back_makes_the_next_frame_due():
     clock = FakeClock(103.0)
     mailbox = FrameMailbox(["a"], clock=clock)
     mailbox.put("a", 1)
-    assert mailbox.take(min_interval=0.2, timeout=0.1).message == 1
+    assert take(mailbox, min_interval=0.2, timeout=0.1).message == 1
     clock.now = 100.0
     mailbox.put("a", 2)
-    assert mailbox.take(min_interval=0.2, timeout=0.1).message == 2
+    assert take(mailbox, min_interval=0.2, timeout=0.1).message == 2

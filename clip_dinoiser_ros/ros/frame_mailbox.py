@@ -42,13 +42,8 @@ class FrameMailbox:
             self._slots[camera] = frame
             self._condition.notify()
 
-    def take(self, min_interval: float = 0.0, timeout: Optional[float] = None) -> Optional[Frame]:
-        """The newest frame of the next camera in round-robin order that is due; None on timeout/close."""
-        frames = self.take_one(min_interval, timeout)
-        return frames[0] if frames else None
-
     def take_one(self, min_interval: float = 0.0, timeout: Optional[float] = None) -> list[Frame]:
-        """``take`` as a list, [] on timeout/close (the worker's one-camera-at-a-time mode)."""
+        """[the newest frame of the next camera in round-robin order that is due]; [] on timeout/close."""
         return self._wait_for_due(min_interval, timeout, every=False)
 
     def take_all(self, min_interval: float = 0.0, timeout: Optional[float] = None) -> list[Frame]:
