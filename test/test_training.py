@@ -71,8 +71,10 @@ def reference_style_embeddings(vit, images: torch.Tensor, kind: str) -> torch.Te
 
 
 def test_teacher_targets_equal_a_straightforward_computation(images, teachers):
-    pixels = batch_of(images, 2)
-    correlation, objectness = teachers.targets(pixels, (4, 4))
+    """At 224 pixels both teachers run at their native grids, where timm's forward is DINO's."""
+    pixels = torch.stack([augmented_view(load_rgb(p), 224, view_generator(0, i, 0))
+                          for i, p in enumerate(list_images(images)[:2])])
+    correlation, objectness = teachers.targets(pixels, (14, 14))
 
     values = reference_style_embeddings(teachers.correlation.vit, pixels, "v")
     values = values / values.norm(dim=-1, keepdim=True)
@@ -81,11 +83,25 @@ def test_teacher_targets_equal_a_straightforward_computation(images, teachers):
     assert torch.equal(correlation, expected > 0)
     assert 0 < correlation.float().mean() < 1
 
-    keys = reference_style_embeddings(teachers.objectness.vit, pixels, "k")  # 8x8 tokens at 64 px
-    keys = keys.reshape(2, 8, 8, -1).permute(0, 3, 1, 2)
+    keys = reference_style_embeddings(teachers.objectness.vit, pixels, "k")  # 28x28 tokens at 224 px
+    keys = keys.reshape(2, 28, 28, -1).permute(0, 3, 1, 2)
     saliency = torch.sigmoid(teachers.decoder(keys))
-    expected_mask = F.interpolate(saliency, size=(4, 4), mode="bilinear", align_corners=False)[:, 0] > 0.5
+    expected_mask = F.interpolate(saliency, size=(14, 14), mode="bilinear", align_corners=False)[:, 0] > 0.5
     assert torch.equal(objectness, expected_mask)
+
+
+def test_teachers_resize_their_position_embedding_as_dino_does(teachers):
+    """DINO's interpolate_pos_encoding: bicubic with scale factor (grid + 0.1) / 14, CLS position kept."""
+    teacher = teachers.correlation
+    pos = teacher.vit.pos_embed
+    assert teacher.positions((14, 14)) is pos
+    resized = teacher.positions((4, 6))
+    grid = pos[:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, scale_factor=(4.1 / 14, 6.1 / 14), mode="bicubic")
+    assert resized.shape == (1, 1 + 24, pos.shape[-1]) and torch.equal(resized[:, :1], pos[:, :1])
+    torch.testing.assert_close(resized[0, 1:], expected[0].flatten(1).T, rtol=0, atol=0)
+    by_size = F.interpolate(grid, size=(4, 6), mode="bicubic")  # what timm's dynamic size would use
+    assert not torch.allclose(resized[0, 1:], by_size[0].flatten(1).T)
 
 
 def test_the_real_found_decoder_loads_with_its_exact_shapes_and_a_wrong_file_fails(tmp_path):

@@ -60,6 +60,8 @@ class DinoTeacher(nn.Module):
         super().__init__()
         if features not in ("q", "k", "v"):
             raise ValueError(f"features must be one of q, k, v, got {features!r}")
+        if getattr(vit, "num_prefix_tokens", 1) != 1 or getattr(vit, "no_embed_class", False):
+            raise TypeError("the DINO teachers are ViTs with one CLS token that carries a position embedding")
         self.vit = vit.eval().requires_grad_(False)
         self.features = "qkv".index(features)
         self.patch_size = int(vit.patch_embed.patch_size[0])
@@ -73,14 +75,28 @@ class DinoTeacher(nn.Module):
         """``images``: (B, 3, H, W) in [0, 1] with H, W multiples of the patch size."""
         vit = self.vit
         batch, _, height, width = images.shape
-        x = vit.norm_pre(vit._pos_embed(vit.patch_embed(normalize_imagenet(images))))
+        grid = (height // self.patch_size, width // self.patch_size)
+        patches = vit.patch_embed(normalize_imagenet(images)).reshape(batch, grid[0] * grid[1], -1)
+        x = torch.cat([vit.cls_token.expand(batch, -1, -1), patches], dim=1) + self.positions(grid)
+        x = vit.norm_pre(x)
         for block in vit.blocks[:-1]:
             x = block(x)
         last = vit.blocks[-1]
         qkv = last.attn.qkv(last.norm1(x))  # (B, N, 3 * C): heads are contiguous inside each of q, k, v
-        chosen = qkv.view(batch, x.shape[1], 3, -1)[:, vit.num_prefix_tokens:, self.features]
-        grid = (height // self.patch_size, width // self.patch_size)
+        chosen = qkv.view(batch, x.shape[1], 3, -1)[:, 1:, self.features]
         return chosen.transpose(1, 2).reshape(batch, -1, *grid)
+
+    def positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """DINO's own ``interpolate_pos_encoding``, which the reference ran: bicubic by the scale factor
+        (g + 0.1) / n0 (timm resamples to a size instead, which samples slightly different points)."""
+        pos = self.vit.pos_embed
+        side = self.vit.patch_embed.grid_size[0]
+        if grid == (side, side):
+            return pos
+        patch = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        scale = ((grid[0] + 0.1) / side, (grid[1] + 0.1) / side)
+        patch = F.interpolate(patch, scale_factor=scale, mode="bicubic", align_corners=False)
+        return torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])], dim=1)
 
 
 def normalize_imagenet(images: torch.Tensor) -> torch.Tensor:
