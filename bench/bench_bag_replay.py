@@ -78,10 +78,9 @@ def main() -> None:
         assert stop(recorder) == 0
     finally:
         stop(node)
-    reader = open_bag(directory / "recorded")
-    masks = sum(1 for item in messages(reader, ["/cam/segmentation/mask"]))
-    diagnostics = [item.message for item in messages(reader, ["/diagnostics"])]
-    reader.close()
+    with open_bag(directory / "recorded") as reader:
+        masks = sum(1 for item in messages(reader, ["/cam/segmentation/mask"]))
+        diagnostics = [item.message for item in messages(reader, ["/diagnostics"])]
     camera = [s for s in diagnostics[-1].status if s.name.endswith("/cam/image_raw")][-1]
     values = {kv.key: kv.value for kv in camera.values}
     counts = {key: int(values[f"frames_{key}"]) for key in ("received", "published", "dropped", "rejected")}

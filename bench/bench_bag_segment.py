@@ -66,9 +66,8 @@ def main() -> None:
     engine.set_prompts(PROMPTS)
     options = SegmentOptions(mode="whole", short_side=args.short_side, background=False, threshold=0.0,
                              confidence_encoding="32FC1", overlay=False, storage="mcap", overwrite=True)
-    reader = open_bag(bag)
-    frames = [to_rgb(item) for item in messages(reader, ["/cam/image_raw"])]
-    reader.close()
+    with open_bag(bag) as reader:
+        frames = [to_rgb(item) for item in messages(reader, ["/cam/image_raw"])]
 
     def engine_alone() -> None:
         for rgb in frames:

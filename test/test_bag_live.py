@@ -35,11 +35,8 @@ def bag(directory: Path, count: int, rate: float, size=(64, 48), labels: bool = 
 
 
 def count(path: Path, topic: str) -> int:
-    reader = open_bag(path)
-    try:
+    with open_bag(path) as reader:
         return sum(1 for _ in messages(reader, [topic]))
-    finally:
-        reader.close()
 
 
 def record(directory: Path, name: str) -> LoggedProcess:
@@ -147,9 +144,8 @@ def test_a_ros1_bag_plays_as_ros2_messages(probe, tmp_path):
         wait_until(lambda: collector.messages, 10, "the frame")
     finally:
         probe.node.destroy_subscription(collector.subscription)
-    reader = open_bag(SPOT)
-    (recorded,) = [item.message for item in messages(reader, [topic])]
-    reader.close()
+    with open_bag(SPOT) as reader:
+        (recorded,) = [item.message for item in messages(reader, [topic])]
     played = collector.last()
     assert (played.format, played.header.frame_id, played.header.stamp.sec, played.header.stamp.nanosec) == \
            (recorded.format, recorded.header.frame_id, recorded.header.stamp.sec, recorded.header.stamp.nanosec)

@@ -51,11 +51,8 @@ def write_frames(directory: Path, count: int, size=(64, 48), labels: bool = True
 
 
 def bag_messages(path: Path, topic: str) -> list:
-    reader = open_bag(path)
-    try:
+    with open_bag(path) as reader:
         return list(messages(reader, [topic]))
-    finally:
-        reader.close()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +84,8 @@ def test_from_images_stamps_frames_and_labels_alike(camera_bag):
 
 
 def test_segment_writes_the_node_topics_in_step_with_the_input(segmented_bag):
-    types = topic_types(open_bag(segmented_bag))
+    with open_bag(segmented_bag) as reader:
+        types = topic_types(reader)
     assert types == {
         "/cam/image_raw": "sensor_msgs/msg/Image", "/gt": "sensor_msgs/msg/Image",
         "/cam/segmentation/mask": "sensor_msgs/msg/Image", "/cam/segmentation/confidence": "sensor_msgs/msg/Image",
@@ -290,7 +288,8 @@ def test_spot_ros1_bags_raw_and_compressed_several_cameras(tmp_path):
     out = tmp_path / "raw"
     assert bag_cli("segment", SPOT / "spot_raw.bag", *(a for c in cameras for a in ("--topic", c)),
                    "--prompts", "floor", "wall", "--out", out, *TINY) == 0
-    types = topic_types(open_bag(out))
+    with open_bag(out) as reader:
+        types = topic_types(reader)
     for camera in cameras:
         namespace = camera.rsplit("/", 1)[0]
         (mask,) = bag_messages(out, f"{namespace}/segmentation/mask")

@@ -68,13 +68,10 @@ class EvalResult:
 
 def engine_predictions(bag: Path, topic: str, segment: Callable[[np.ndarray], np.ndarray],
                        lookup: np.ndarray) -> Iterator[Prediction]:
-    reader = open_bag(bag)
-    try:
+    with open_bag(bag) as reader:
         check_topics(reader, [topic])
         for item in messages(reader, [topic]):
             yield Prediction(stamp_ns(item.message), to_ground_truth_ids(segment(to_rgb(item)), lookup))
-    finally:
-        reader.close()
 
 
 def label_info_lookup(names: Sequence[str], classes: Sequence[Sequence[str]]) -> np.ndarray:
@@ -86,8 +83,7 @@ def label_info_lookup(names: Sequence[str], classes: Sequence[Sequence[str]]) ->
 
 
 def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]]) -> Iterator[Prediction]:
-    reader = open_bag(bag)
-    try:
+    with open_bag(bag) as reader:
         check_topics(reader, [topic], MASK_TYPES)
         info_topic = topic.rsplit("/", 1)[0] + "/label_info"
         types = {c.topic: c.msgtype for c in reader.connections}
@@ -100,17 +96,12 @@ def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]]) ->
                 lookup = label_info_lookup([c.class_name for c in item.message.class_map], classes)
                 continue
             yield Prediction(stamp_ns(item.message), to_ground_truth_ids(mono_labels(item), lookup))
-    finally:
-        reader.close()
 
 
 def topic_ground_truth(bag: Path, topic: str) -> dict[int, np.ndarray]:
-    reader = open_bag(bag)
-    try:
+    with open_bag(bag) as reader:
         check_topics(reader, [topic], MASK_TYPES)
         return {stamp_ns(item.message): mono_labels(item) for item in messages(reader, [topic])}
-    finally:
-        reader.close()
 
 
 def read_label_file(path: Path) -> np.ndarray:

@@ -8,8 +8,7 @@ from .reading import open_bag
 
 
 def describe_bag(path: Path) -> str:
-    reader = open_bag(path)
-    try:
+    with open_bag(path) as reader:
         counts: dict[str, int] = defaultdict(int)
         types = {}
         for connection in reader.connections:
@@ -30,5 +29,3 @@ def describe_bag(path: Path) -> str:
             rate = f"{(counts[topic] - 1) / duration:.2f}" if duration > 0 and counts[topic] > 1 else "-"
             lines.append(f"{topic:<{width}}  {types[topic]:<{kind}}  {counts[topic]:>7}  {rate:>9}")
         return "\n".join(lines)
-    finally:
-        reader.close()

@@ -52,9 +52,8 @@ class Player:
         if options.rate <= 0:
             raise BagError(f"--rate {options.rate}: must be more than 0")
         self._bag, self._options, self._node = bag, options, node
-        reader = open_bag(bag)
-        types = topic_types(reader)
-        reader.close()
+        with open_bag(bag) as reader:
+            types = topic_types(reader)
         missing = [topic for topic in options.topics if topic not in types]
         if missing:
             raise BagError(f"topics not in the bag: {', '.join(missing)}; it holds {', '.join(sorted(types))}")
@@ -87,8 +86,7 @@ class Player:
             stop.wait(0.05)
 
     def _play_once(self, stop: threading.Event) -> None:
-        reader = open_bag(self._bag)
-        try:
+        with open_bag(self._bag) as reader:
             started, first = time.monotonic(), None
             for item in messages(reader, self._topics):
                 first = item.timestamp if first is None else first
@@ -98,8 +96,6 @@ class Player:
                 self._publish_clock(item.timestamp)
                 self._publishers[item.topic].publish(to_rclpy(item.message, item.msgtype))
                 self.published += 1
-        finally:
-            reader.close()
 
     def _wait_until(self, due: float, stop: threading.Event, first: int, started: float) -> bool:
         """Sleep until ``due``, ticking /clock meanwhile; False when asked to stop."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ class BagMessage:
     raw: bytes  # as stored: CDR in rosbag2, ROS 1 serialisation in ROS 1 bags
 
 
-def open_bag(path: Path) -> AnyReader:
-    """An opened reader for a ROS 1 ``.bag`` or a rosbag2 folder (sqlite3 or mcap)."""
+@contextmanager
+def open_bag(path: Path) -> Iterator[AnyReader]:
+    """``with open_bag(path) as reader``: a ROS 1 ``.bag`` or a rosbag2 folder (sqlite3 or mcap), closed after."""
     if not path.exists():
         raise BagError(f"{path}: no such bag (a ROS 1 .bag file or a rosbag2 folder)")
     try:
@@ -37,7 +39,10 @@ def open_bag(path: Path) -> AnyReader:
         reader.open()
     except (AnyReaderError, OSError, ValueError, KeyError) as error:
         raise BagError(f"{path}: not a readable bag: {error}") from error
-    return reader
+    try:
+        yield reader
+    finally:
+        reader.close()
 
 
 def topic_types(reader: AnyReader) -> dict[str, str]:

@@ -62,8 +62,7 @@ def copied_topics(reader, cameras: Sequence[str]) -> list[str]:
 def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinoiser, options: SegmentOptions,
                 stop: threading.Event) -> SegmentResult:
     """Segment every frame until done or ``stop`` is set; the bag written so far is valid either way."""
-    reader = open_bag(bag)
-    try:
+    with open_bag(bag) as reader:
         check_topics(reader, cameras)
         total = _frame_count(reader, cameras)
         wanted = outputs.Wanted(confidence=True, class_confidences=True, overlay=options.overlay, class_maps=False)
@@ -100,5 +99,3 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                 frames += 1
                 progress.update()
         return SegmentResult(frames, total, frames < total)
-    finally:
-        reader.close()

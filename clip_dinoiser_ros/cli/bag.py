@@ -134,11 +134,8 @@ def run_segment(args: argparse.Namespace, stop: threading.Event) -> int:
     from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
 
     prepare_output(args.out, args.overwrite)
-    reader = open_bag(args.bag)  # a wrong bag or topic fails before the slow model load
-    try:
+    with open_bag(args.bag) as reader:  # a wrong bag or topic fails before the slow model load
         check_topics(reader, args.topics)
-    finally:
-        reader.close()
     engine = load_engine(args)
     options = SegmentOptions(
         mode=args.mode, short_side=args.short_side, background=BACKGROUND_SETTINGS[args.background],
@@ -204,12 +201,9 @@ def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
         raise BagError(f"{args.out} exists and is not empty: choose another --out or pass --overwrite")
     classes = ev.read_classes(args.classes)
     names = [synonyms[0] for synonyms in classes]
-    reader = open_bag(args.bag)
-    try:
+    with open_bag(args.bag) as reader:
         check_topics(reader, [args.topic or args.mask_topic], ev.MASK_TYPES if args.mask_topic else IMAGE_TYPES)
         frames = sum(c.msgcount for c in reader.connections if c.topic == (args.topic or args.mask_topic))
-    finally:
-        reader.close()
     label_topic = ev.topic_ground_truth(args.bag, args.label_topic) if args.label_topic else None
     label_files = image_files(args.labels) if args.labels else None
     if label_files is not None and len(label_files) != frames:
