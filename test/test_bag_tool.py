@@ -236,8 +236,11 @@ def test_ctrl_c_leaves_a_valid_bag_up_to_the_last_frame(tmp_path):
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
         deadline = time.monotonic() + 120
         while not list(out.glob("*.mcap")) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(3)
+            time.sleep(0.02)
+        (written,) = out.glob("*.mcap")
+        opened = written.stat().st_size
+        while written.stat().st_size == opened and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the first chunk of frames is on disk: Ctrl-C in the middle of the bag, however fast
         process.send_signal(signal.SIGINT)
         _, errors = process.communicate(timeout=60)
     assert process.returncode == 130, errors
