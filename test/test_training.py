@@ -224,7 +224,7 @@ def test_the_command_line_refuses_what_cannot_work(images, tmp_path):
     assert main(["--images", str(tmp_path / "absent"), "--out", str(tmp_path / "h.pt"), "--random-weights"]) == 2
     assert main(["--images", str(images), "--out", str(tmp_path / "h.pt"), "--batch-size", "0"]) == 2
     assert main(["--images", str(images), "--out", str(tmp_path / "h.pt"), "--resume", "--random-weights",
-                 "--clip-model", TINY_MODEL, "--device", "cpu"]) == 2
+                 "--clip-model", TINY_MODEL, "--device", "cpu", "--target-cache", str(tmp_path / "targets")]) == 2
 
 
 def test_the_student_reads_the_engines_own_block_features():
