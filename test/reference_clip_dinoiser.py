@@ -1,4 +1,5 @@
-"""An independent, literal implementation of DESIGN.md's description of the reference code.
+"""An independent, literal implementation of DESIGN.md's description of the reference code, and of the
+benchmarks' protocol (mmcv's resize, mmseg 0.27's sliding windows) around it.
 
 It follows the reference's own style on purpose (forward hooks, a deep copy whose positional
 embedding is overwritten in place, q/k/v projected together then split) so that the engine's faster
@@ -6,6 +7,7 @@ formulation is checked against something written differently.
 """
 import copy
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,9 +59,8 @@ def clip_features(model, pixels):
     return maskclip, ln2
 
 
-def segment(model, heads_state, text, image, gamma=0.2, delta=0.99, background=False, patch=16):
-    """Whole-image pass as in the reference demo; returns (probs (K, H, W) un-normalised, labels)."""
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+def patch_output(model, heads_state, text, pixels, gamma=0.2, delta=0.99, background=False, patch=16):
+    """The reference model's forward on a (1, 3, H, W) image in [0, 1]: (1, K, h, w) on the padded patch grid."""
     height, width = pixels.shape[-2:]
     pixels = F.pad(pixels, (0, -width % patch, 0, -height % patch), value=0)
     pixels = (pixels - MEAN) / STD
@@ -81,6 +82,49 @@ def segment(model, heads_state, text, image, gamma=0.2, delta=0.99, background=F
             found = (torch.sigmoid(objectness).reshape(-1) > 0.5)
             uncertain = (output.max(dim=1)[0] < delta).reshape(-1)
             output.reshape(1, output.shape[1], -1)[:, 0, uncertain & ~found] = 1.0
-        output = F.interpolate(output, scale_factor=patch, mode="bilinear", align_corners=False)
-        output = output[..., :height, :width][0]
+    return output
+
+
+def segment(model, heads_state, text, image, patch=16, **options):
+    """Whole-image pass as in the reference demo; returns (probs (K, H, W) un-normalised, labels)."""
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    height, width = pixels.shape[-2:]
+    output = patch_output(model, heads_state, text, pixels, patch=patch, **options)
+    output = F.interpolate(output, scale_factor=patch, mode="bilinear", align_corners=False)
+    output = output[..., :height, :width][0]
     return output.numpy(), output.argmax(dim=0).numpy().astype(np.int32)
+
+
+def imrescale(image, img_scale=(2048, 448)):
+    """mmcv.imrescale as the test pipeline's keep-ratio Resize calls it: cv2 bilinear on the uint8 image."""
+    height, width = image.shape[:2]
+    factor = min(max(img_scale) / max(height, width), min(img_scale) / min(height, width))
+    size = (int(width * float(factor) + 0.5), int(height * float(factor) + 0.5))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+
+
+def slide_segment(model, heads_state, text, image, crop=448, stride=224, **options):
+    """The benchmarks' path: Resize, ImageToTensorV2, mmseg 0.27 slide_inference around the evaluation's
+    encode_decode (the padded grid's output resized to the window), then rescaled to the original size.
+
+    Returns (probs (K, H, W) as slide_inference leaves them, before mmseg's final softmax; labels).
+    """
+    img = torch.from_numpy(imrescale(image).copy()).permute(2, 0, 1)[None].contiguous() / 255.0
+    _, _, h_img, w_img = img.shape
+    h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
+    w_grids = max(w_img - crop + stride - 1, 0) // stride + 1
+    preds = count = None
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2, x2 = min(h_idx * stride + crop, h_img), min(w_idx * stride + crop, w_img)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            crop_img = img[:, :, y1:y2, x1:x2]
+            logit = patch_output(model, heads_state, text, crop_img, **options)
+            logit = F.interpolate(logit, size=crop_img.shape[-2:], mode="bilinear", align_corners=False)
+            if preds is None:
+                preds = img.new_zeros((1, logit.shape[1], h_img, w_img))
+                count = img.new_zeros((1, 1, h_img, w_img))
+            preds += F.pad(logit, (x1, w_img - x2, y1, h_img - y2))
+            count[:, :, y1:y2, x1:x2] += 1
+    preds = F.interpolate(preds / count, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+    return preds.numpy(), preds.argmax(dim=0).numpy().astype(np.int32)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import reference_clip_dinoiser as reference
+from frame_sources import camvid_frames
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip
 from clip_dinoiser_ros.model.dense_clip import DenseClipEncoder
 from clip_dinoiser_ros.model.guided_pooling import class_probabilities, guided_pool, patch_correlation
@@ -127,6 +128,48 @@ def test_tiny_model_matches_reference_with_padding(tiny_clip):
     ref_probs, ref_labels = reference.segment(tiny_clip, heads, vocabulary.text_embeddings, image)
     np.testing.assert_allclose(ours.probs, ref_probs, atol=1e-4)
     assert (ours.labels == ref_labels).mean() >= 0.999
+
+
+def assert_matches_slide_reference(ours, ref_probs, ref_labels, background):
+    """Probabilities within 1e-4, labels equal on >= 99.9 % of pixels.
+
+    The reference leaves class 0 at 1.0 beside the other classes where it filters the background (only
+    the argmax is used); the engine normalises per pixel, so with background the reference is compared
+    normalised.
+    """
+    if background:
+        ref_probs = ref_probs / ref_probs.sum(axis=0, keepdims=True)
+        assert (ref_labels == 0).any() and (ref_labels != 0).any(), "test image should exercise the filter"
+    np.testing.assert_allclose(ours.probs, ref_probs, atol=1e-4, rtol=0)
+    agreement = (ours.labels == ref_labels).mean()
+    assert agreement >= 0.999, f"labels agree on {agreement:.4%} of pixels"
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_slide_mode_matches_benchmark_protocol_on_a_real_camvid_frame(background):
+    """Real ViT-B-16 architecture, random weights, a real 480x360 frame: resized to 597x448, two windows."""
+    (image,) = camvid_frames(1)
+    model = random_clip("ViT-B-16", seed=3)
+    heads = random_heads(768)
+    engine = ClipDinoiser(model, heads, precision="fp32")
+    vocabulary = engine.set_prompts(PROMPTS)
+    ours = engine.segment(image, mode="slide", background=background)
+    ref_probs, ref_labels = reference.slide_segment(model, heads, vocabulary.text_embeddings, image,
+                                                    background=background)
+    assert_matches_slide_reference(ours, ref_probs, ref_labels, background)
+
+
+@pytest.mark.parametrize("height, width", [(60, 400), (449, 1000), (97, 131)])
+def test_slide_mode_matches_benchmark_protocol_at_awkward_sizes(tiny_clip, height, width):
+    """Windows whose side is no multiple of the patch (60x400 resizes to 307x2048, the long side capped):
+    the padded grid's output is stretched onto the window, as the evaluation's encode_decode does."""
+    heads = random_heads(64)
+    engine = ClipDinoiser(tiny_clip, heads, precision="fp32")
+    vocabulary = engine.set_prompts(["sky", "road", "car"])
+    image = textured_image(height, width, seed=height)
+    ours = engine.segment(image, mode="slide")
+    ref_probs, ref_labels = reference.slide_segment(tiny_clip, heads, vocabulary.text_embeddings, image)
+    assert_matches_slide_reference(ours, ref_probs, ref_labels, background=False)
 
 
 def test_slide_mode_equals_whole_mode_on_448_square(tiny_clip):

@@ -2,8 +2,9 @@
 
 The engine resizes as mmcv's ``imrescale`` does (cv2 bilinear on the uint8 image, scale factor
 min(2048 / long side, 448 / short side), sides rounded half up; ``model.preprocessing``), runs 448/224
-sliding windows placed as mmseg places them, and resizes the class map to the original size for the
-argmax. One implementation serves the node's ``mode: slide`` and this evaluation.
+sliding windows placed as mmseg places them, resizes each window's patch grid onto the window as the
+authors' ``encode_decode`` does, averages the overlaps, and resizes the class map to the original size for
+the argmax. One implementation serves the node's ``mode: slide`` and this evaluation.
 """
 from __future__ import annotations
 

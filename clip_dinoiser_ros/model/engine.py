@@ -139,7 +139,9 @@ class ClipDinoiser:
                 groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
             outputs: list[Optional[FullResolution]] = [None] * len(images)
             for members in groups.values():
-                batch = self._crop_probabilities(torch.cat([resized[i] for i in members]), vocabulary, use_background)
+                pixels = torch.cat([resized[i] for i in members])
+                batch = self._upsampled_by_patch(self._patch_probabilities(pixels, vocabulary, use_background),
+                                                 pixels.shape[-2:])
                 for index, inference_probs in zip(members, batch):
                     size = images[index].shape[:2]
                     outputs[index] = full_resolution(inference_probs.unsqueeze(0), size, keep_probs=probs)
@@ -190,15 +192,21 @@ class ClipDinoiser:
         for start in range(0, len(boxes), SLIDE_BATCH):
             chunk = boxes[start:start + SLIDE_BATCH]
             crops = torch.cat([pixels[:, :, t:b, l:r] for t, l, b, r in chunk])
-            probs = self._crop_probabilities(crops, vocabulary, use_background)
+            # As the benchmarks' encode_decode: the padded grid's map is stretched onto the window.
+            probs = pre.resize(self._patch_probabilities(crops, vocabulary, use_background), crops.shape[-2:])
             for (top, left, bottom, right), crop_probs in zip(chunk, probs):
                 total[:, :, top:bottom, left:right] += crop_probs
                 count[:, :, top:bottom, left:right] += 1
         return total / count
 
-    def _crop_probabilities(self, crops: torch.Tensor, vocabulary: Vocabulary, use_background: bool) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, K, H, W) class probabilities (background-filtered if asked)."""
-        height, width = crops.shape[-2:]
+    def _upsampled_by_patch(self, probs: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """As the reference demo: the patch grid scaled by the patch size, then the padding cut off."""
+        upsampled = F.interpolate(probs, scale_factor=self.patch_size, mode="bilinear", align_corners=False)
+        return upsampled[:, :, :size[0], :size[1]]
+
+    def _patch_probabilities(self, crops: torch.Tensor, vocabulary: Vocabulary, use_background: bool) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, K, h, w) class probabilities (background-filtered if asked) on the
+        patch grid of the crops zero-padded to a multiple of the patch size."""
         padded = pre.pad_to_multiple(crops, self.patch_size)
         patches = (padded.shape[-2] // self.patch_size) * (padded.shape[-1] // self.patch_size)
         if patches > MAX_WHOLE_PATCHES:
@@ -215,8 +223,7 @@ class ClipDinoiser:
         probs = class_probabilities(pooled, embeddings, owners, len(vocabulary))
         if use_background:
             probs = filter_background(probs, objectness.float(), self.delta)
-        upsampled = F.interpolate(probs, scale_factor=self.patch_size, mode="bilinear", align_corners=False)
-        return upsampled[:, :, :height, :width]
+        return probs
 
     def _text_tensors(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
         """The vocabulary's tensors on the engine's device, copied once per vocabulary."""
