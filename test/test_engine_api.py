@@ -12,6 +12,7 @@ from clip_dinoiser_ros.model import (
     DinoiserHeads,
     WeightsUnavailableError,
     load_clip,
+    random_clip,
     save_checkpoint,
 )
 from clip_dinoiser_ros.model import engine as engine_module
@@ -222,6 +223,18 @@ def test_local_weights_file_loads_into_the_named_architecture(tmp_path, tiny_cli
     for key, value in tiny_clip.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_random_weights_follow_the_seed_and_leave_the_callers_random_stream_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = random_clip("ViT-Tiny-16-test", seed=4)
+    assert torch.equal(torch.rand(3), expected_next)
+    second, other = random_clip("ViT-Tiny-16-test", seed=4), random_clip("ViT-Tiny-16-test", seed=5)
+    weight = "visual.conv1.weight"
+    assert torch.equal(first.state_dict()[weight], second.state_dict()[weight])
+    assert not torch.equal(first.state_dict()[weight], other.state_dict()[weight])
 
 
 def test_half_precision_on_cpu_is_refused_with_the_fix(tiny_clip):

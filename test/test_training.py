@@ -227,6 +227,16 @@ def test_the_command_line_refuses_what_cannot_work(images, tmp_path):
                  "--clip-model", TINY_MODEL, "--device", "cpu", "--target-cache", str(tmp_path / "targets")]) == 2
 
 
+def test_new_heads_follow_the_seed_and_leave_the_callers_random_stream_alone():
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    first = new_heads(64, seed=1)
+    assert torch.equal(torch.rand(3), expected_next)
+    assert torch.equal(first.obj_proj.weight, new_heads(64, seed=1).obj_proj.weight)
+    assert not torch.equal(first.obj_proj.weight, new_heads(64, seed=2).obj_proj.weight)
+
+
 def test_the_student_reads_the_engines_own_block_features():
     """Training and inference see the same features: block -3's ln_2 output, through the engine's encoder."""
     features = FrozenClipFeatures(random_clip(TINY_MODEL, seed=0))

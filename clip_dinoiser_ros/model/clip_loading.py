@@ -64,12 +64,9 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAI
 
 def random_clip(model_name: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0) -> nn.Module:
     """The real architecture with random weights: for plumbing, tests and timing, never for results."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
         model = open_clip.create_model(model_name, pretrained=None, device=device)
-    finally:
-        torch.random.set_rng_state(generator_state)
     return freeze(model)
 
 

@@ -42,12 +42,9 @@ class FrozenClipFeatures(nn.Module):
 
 def new_heads(width: int, seed: int, projection_dim: int = DEFAULT_PROJECTION_DIM) -> DinoiserHeads:
     """Freshly initialised heads, the same for a given seed in every process."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         return DinoiserHeads(width, projection_dim)
-    finally:
-        torch.random.set_rng_state(state)
 
 
 @dataclass(frozen=True)
