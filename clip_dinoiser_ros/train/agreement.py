@@ -30,7 +30,7 @@ def teacher_agreement(images: list[Path], features: FrozenClipFeatures, heads: n
     sums = dict.fromkeys(("correlation_bce", "correlation_iou", "objectness_bce", "objectness_iou"), 0.0)
     for path in images:
         padded = features.padded(evaluation_view(load_rgb(path), size)[None].to(device))
-        grid = (padded.shape[-2] // features.patch_size, padded.shape[-1] // features.patch_size)
+        grid = features.grid(size)
         with autocast():
             correlation_target, objectness_target = teachers.targets(padded, grid)
             head_input = features(padded)
