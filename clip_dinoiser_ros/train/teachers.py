@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model.errors import CheckpointError, WeightsUnavailableError
+from ..model.guided_pooling import patch_correlation
 from ..model.heads_download import RemoteFile, cache_dir, cached_download
 from ..model.preprocessing import pad_to_multiple
 
@@ -185,8 +186,7 @@ class Teachers(nn.Module):
         size = (grid[0] * self.correlation.patch_size, grid[1] * self.correlation.patch_size)
         resized = images if tuple(images.shape[-2:]) == size else F.interpolate(
             images, size=size, mode="bilinear", align_corners=False)
-        values = F.normalize(self.correlation(resized).flatten(2).float(), dim=1)
-        correlation = values.transpose(1, 2) @ values >= CORRELATION_THRESHOLD
+        correlation = patch_correlation(self.correlation(resized).float()) >= CORRELATION_THRESHOLD
         found = pad_to_multiple(images, self.objectness.patch_size)
         saliency = torch.sigmoid(self.decoder(self.objectness(found).float()))
         saliency = F.interpolate(saliency, size=grid, mode="bilinear", align_corners=False, antialias=False)
