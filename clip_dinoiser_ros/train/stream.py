@@ -38,9 +38,6 @@ class SampleStream:
         epoch, offset = divmod(position, self.count)
         return Sample(self._permutation(epoch)[offset], epoch % self.views)
 
-    def epochs(self, steps: int, batch: int) -> float:
-        return steps * batch / self.count
-
 
 class RankPositions(Sampler[int]):
     """This process's positions in the stream from ``first_step`` to ``last_step`` (exclusive)."""
