@@ -162,6 +162,21 @@ def test_checkpoint_in_published_format_round_trips(tmp_path, engine):
     assert sum(p.numel() for p in DinoiserHeads(768).parameters()) == 1_770_497
 
 
+class FailsToSave:
+    def __reduce__(self):
+        raise RuntimeError("cannot be saved (simulated)")
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(DinoiserHeads(64), path, epoch=1)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="simulated"):
+        save_checkpoint(DinoiserHeads(64), path, epoch=2, training_state=FailsToSave())  # fails while writing
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 class Exploit:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -4,12 +4,13 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic_file import atomic_write
 from .errors import CheckpointError
 from .heads_download import resolve_heads
 
@@ -105,7 +106,9 @@ def build_heads(source: HeadsSource, feature_dim: int) -> DinoiserHeads:
     return heads.eval()
 
 
-def save_checkpoint(heads: DinoiserHeads, path: Union[str, Path], epoch: int) -> None:
-    """Write heads in the published layout (``epoch`` + ``model_state_dict``)."""
+def save_checkpoint(heads: DinoiserHeads, path: Union[str, Path], epoch: int, **extra: Any) -> None:
+    """Write heads in the published layout (``epoch`` + ``model_state_dict``), plus any ``extra`` entries (the
+    training tool's resume state); written atomically, so a reader never sees half a checkpoint."""
     state = {key: value.detach().cpu() for key, value in heads.state_dict().items()}
-    torch.save({"epoch": epoch, "model_state_dict": state}, Path(path))
+    with atomic_write(Path(path)) as sink:
+        torch.save({"epoch": epoch, "model_state_dict": state, **extra}, sink)

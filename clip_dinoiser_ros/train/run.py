@@ -6,7 +6,6 @@ averages the gradients, which equals one process on the whole batch (the loss is
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from ..distributed import Ranks
 from ..model.clip_loading import load_clip, random_clip
+from ..model.heads import save_checkpoint
 from ..model.heads_download import cache_dir
 from ..model.precision import autocast, resolve_precision
 from ..provenance import versions
@@ -189,15 +189,9 @@ class Trainer:
         """The published layout (epoch, model_state_dict) plus what --resume needs; written atomically."""
         out = Path(self.settings.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        content = {
-            "epoch": step * self.settings.batch_size // len(self.train_images),
-            "model_state_dict": {key: value.detach().cpu() for key, value in self.heads.state_dict().items()},
-            "training_state": {"step": step, "optimizer": optimizer.state_dict(), "history": history,
-                               "settings": self.settings.result_settings()},
-        }
-        temporary = out.with_name(f".{out.name}.part")
-        torch.save(content, temporary)
-        os.replace(temporary, out)
+        save_checkpoint(self.heads, out, epoch=step * self.settings.batch_size // len(self.train_images),
+                        training_state={"step": step, "optimizer": optimizer.state_dict(), "history": history,
+                                        "settings": self.settings.result_settings()})
 
     def _restore(self, optimizer: torch.optim.Optimizer) -> tuple[int, list[list[float]]]:
         out = Path(self.settings.out)

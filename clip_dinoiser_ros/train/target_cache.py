@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from ..atomic_file import atomic_write
 
 
 class TargetCache:
@@ -44,13 +44,6 @@ class TargetCache:
                 torch.from_numpy(objectness.reshape(grid).astype(bool)))
 
     def store(self, image: int, view: int, correlation: torch.Tensor, objectness: torch.Tensor) -> None:
-        path = self._path(image, view)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as sink:
-                np.savez(sink, correlation=np.packbits(correlation.cpu().numpy().ravel()),
-                         objectness=np.packbits(objectness.cpu().numpy().ravel()))
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_write(self._path(image, view)) as sink:
+            np.savez(sink, correlation=np.packbits(correlation.cpu().numpy().ravel()),
+                     objectness=np.packbits(objectness.cpu().numpy().ravel()))
