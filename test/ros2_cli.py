@@ -20,10 +20,12 @@ def ros2_executable() -> str:
 
 # ros2cli waits for a service reply without any limit, and on a loaded 2-core machine a reply is lost now
 # and then while discovery settles: every call is bounded, and the calls that may be repeated (queries and
-# setting a parameter to a value) get three attempts.
+# setting a parameter to a value) get three attempts. ``ros2 param`` also gives up by itself when the node's
+# parameter services are not discovered within 5 s: it then printed SERVICE_NOT_FOUND and sent nothing.
 ATTEMPT_S = 20.0
 REPEATABLE = {("lifecycle", "get"), ("param", "get"), ("param", "set"), ("topic", "list"), ("topic", "info"),
               ("node", "list"), ("interface", "show")}
+SERVICE_NOT_FOUND = "Wait for service timed out"
 
 
 def ros2(*arguments: str, timeout: float = ATTEMPT_S) -> subprocess.CompletedProcess:
@@ -32,12 +34,15 @@ def ros2(*arguments: str, timeout: float = ATTEMPT_S) -> subprocess.CompletedPro
     Raises subprocess.TimeoutExpired when no attempt ended in time.
     """
     attempts = 3 if tuple(arguments[:2]) in REPEATABLE else 1
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
-            return _run([ros2_executable(), *arguments], timeout)
+            result = _run([ros2_executable(), *arguments], timeout)
         except subprocess.TimeoutExpired:
-            if attempt == attempts - 1:
+            if attempt == attempts:
                 raise
+            continue
+        if SERVICE_NOT_FOUND not in result.stdout or attempt == attempts:
+            return result
     raise AssertionError("unreachable")
 
 
