@@ -8,24 +8,36 @@ from setuptools import find_packages, setup
 PACKAGE = "clip_dinoiser_ros"
 
 # Ranges the package works with; the exact, tested sets (with the ROS 2 wheels of each distribution)
-# are .ci/requirements-kilted.txt and .ci/requirements-jazzy.txt. rclpy and the messages are not listed:
-# they come from the ROS 2 installation (apt, or the ros-* wheels the Makefile installs).
+# are .ci/requirements-kilted.txt and .ci/requirements-jazzy.txt, which make install installs whole (every
+# extra included). rclpy and the messages are not listed: they come from the ROS 2 installation (apt, or
+# the ros-* wheels the Makefile installs), as package.xml declares them for rosdep.
+#
+# INSTALL_REQUIRES is what the node and its commands import (model/, pipeline/, ros/, bag/,
+# clip-dinoiser-segment, clip-dinoiser-bag); each extra adds what only one other command imports.
 INSTALL_REQUIRES = [
     "torch>=2.4",
-    "torchvision>=0.19",
-    "open_clip_torch>=2.26",  # batch-first transformer
-    "timm>=1.0",  # the DINO teachers of training (dynamic image size)
+    "open_clip_torch>=2.26",  # batch-first transformer; brings torchvision
+    "huggingface_hub>=0.20",  # open_clip's weights cache, named in WeightsUnavailableError
     "numpy>=1.26",
     "pillow>=10",
     "tqdm>=4.60",
-    "opencv-python-headless>=4.6",  # Ubuntu 24.04 (Jazzy) ships 4.6
-    "PyYAML>=6",
+    "opencv-python-headless>=4.6",  # the only OpenCV; Ubuntu 24.04 (Jazzy) ships 4.6
     "rosbags>=0.10",
-    "rosbags-image>=0.9",
-    "scikit-image>=0.22",
-    "matplotlib>=3.8",  # the evaluation's plots
 ]
-TEST_REQUIRES = ["pytest>=8", "pytest-timeout>=2", "mcap-ros2-support>=0.5"]
+PLOTS = ["matplotlib>=3.8"]
+EXTRAS_REQUIRE = {
+    # clip-dinoiser-train: the DINO teachers (dynamic image size) and the loss curves
+    "train": ["timm>=1.0", *PLOTS],
+    # clip-dinoiser-eval: the benchmark report's plots
+    "eval": [*PLOTS],
+    # clip-dinoiser-demo: the sample photos and the parameter file
+    "demo": ["scikit-image>=0.22", "PyYAML>=6"],
+}
+# The tests exercise every command, so they need every extra, plus the MCAP reader they check bags with.
+EXTRAS_REQUIRE["test"] = sorted(
+    {requirement for extra in EXTRAS_REQUIRE.values() for requirement in extra}
+    | {"pytest>=8", "pytest-timeout>=2", "mcap>=1.0", "mcap-ros2-support>=0.5"}
+)
 
 setup(
     name=PACKAGE,
@@ -36,7 +48,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     package_data={f"{PACKAGE}.model": ["configs/*.json"], f"{PACKAGE}.evaluation": ["benchmarks.json"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
             "clip-dinoiser-segment = clip_dinoiser_ros.cli.segment:main",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the ROS 2 tools that no package registry serves into a venv that has the ROS 2 wheels:
 # ros2cli (ros2 param/topic/node/service/lifecycle/run/pkg/interface), launch + launch_ros with
-# `ros2 launch`, rosidl_runtime_py, and the interface packages vision_msgs and composition_interfaces
-# (built with CMake, like this project's own messages).
+# `ros2 launch`, rosidl_runtime_py, message_filters and sensor_msgs_py (pure Python on rclpy), and the
+# interface packages vision_msgs and composition_interfaces (built with CMake, like this project's own
+# messages).
 #
 # Sources: the archives in $ROS2_SRC (default ../shared/ros2-src) when present, otherwise the same
 # pinned upstream tags, cloned with git (a connected machine).
@@ -26,10 +27,12 @@ launch_ros             https://github.com/ros2/launch_ros.git              0.28.
 rosidl_runtime_py      https://github.com/ros2/rosidl_runtime_py.git       0.14.0 .
 vision_msgs            https://github.com/ros-perception/vision_msgs.git   4.1.1  vision_msgs
 composition_interfaces https://github.com/ros2/rcl_interfaces.git          2.2.0  composition_interfaces
+message_filters        https://github.com/ros2/message_filters.git         6.0.6  .
+sensor_msgs_py         https://github.com/ros2/common_interfaces.git       5.4.2  sensor_msgs_py
 "
 PYTHON_PACKAGES="rosidl_runtime_py ros2cli/ros2cli ros2cli/ros2node ros2cli/ros2service ros2cli/ros2param
   ros2cli/ros2topic ros2cli/ros2lifecycle ros2cli/ros2pkg ros2cli/ros2run ros2cli/ros2interface
-  launch/launch launch/launch_xml launch/launch_yaml launch_ros/launch_ros launch_ros/ros2launch"
+  launch/launch launch/launch_xml launch/launch_yaml launch_ros/launch_ros launch_ros/ros2launch sensor_msgs_py"
 INTERFACE_PACKAGES="composition_interfaces vision_msgs"
 
 src="${build}/src"
@@ -59,6 +62,15 @@ run_logged "${build}/pip-requirements.log" "${python}" -m pip install -r "${here
 run_logged "${build}/pip-tools.log" "${python}" -m pip install --no-deps --no-build-isolation \
   $(for package in ${PYTHON_PACKAGES}; do echo "${src}/${package}"; done)
 
+# message_filters' setup.py is catkin's; its Python module is one pure-Python package, copied as it is.
+site_packages="$("${python}" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+rm -rf "${site_packages}/message_filters"
+cp -r "${src}/message_filters/src/message_filters" "${site_packages}/message_filters"
+# and registered in the ament index, as its own install would register it (ros2 pkg list, package.xml checks)
+mkdir -p "${venv}/share/ament_index/resource_index/packages" "${venv}/share/message_filters"
+touch "${venv}/share/ament_index/resource_index/packages/message_filters"
+cp "${src}/message_filters/package.xml" "${venv}/share/message_filters/package.xml"
+
 "${python}" "${here}/fix_ament_paths.py" "${venv}"
 for package in ${INTERFACE_PACKAGES}; do
   run_logged "${build}/${package}-configure.log" env AMENT_PREFIX_PATH="${venv}" CMAKE_PREFIX_PATH="${venv}" \
@@ -71,7 +83,6 @@ done
 
 # The venv is its own ROS prefix: every Python of it finds the packages installed there (ros2 launch
 # clip_dinoiser_ros ..., ros2 run, ros2 interface) with no ROS installation and nothing to source.
-site_packages="$("${python}" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cat > "${site_packages}/ament_prefix_venv.pth" <<'PTH'
 import os, sys; _p = os.environ.get('AMENT_PREFIX_PATH', ''); sys.prefix in _p.split(os.pathsep) or os.environ.__setitem__('AMENT_PREFIX_PATH', os.pathsep.join(filter(None, [sys.prefix, _p])))
 PTH

@@ -25,6 +25,7 @@ from PIL import Image as PILImage
 
 from clip_dinoiser_ros.bag.reading import messages, open_bag, to_rgb
 from clip_dinoiser_ros.bag.segment import SegmentOptions, segment_bag
+from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
 from clip_dinoiser_ros.cli.bag import main as bag_cli
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip
 from timing import alternating_medians
@@ -64,8 +65,9 @@ def main() -> None:
     torch.manual_seed(0)
     engine = ClipDinoiser(random_clip(args.model), None)
     engine.set_prompts(PROMPTS)
-    options = SegmentOptions(mode="whole", short_side=args.short_side, background=False, threshold=0.0,
-                             confidence_encoding="32FC1", overlay=False, storage="mcap", overwrite=True)
+    frame = FrameSettings(mode="whole", short_side=args.short_side, background="off", threshold=0.0,
+                          confidence_encoding="32FC1")
+    options = SegmentOptions(frame, overlay=False, storage="mcap", overwrite=True)
     with open_bag(bag) as reader:
         frames = [to_rgb(item) for item in messages(reader, ["/cam/image_raw"])]
 

@@ -54,7 +54,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip  # noqa: E402
-from clip_dinoiser_ros.ros.topics import output_topic  # noqa: E402
+from clip_dinoiser_ros.pipeline.topics import output_topic  # noqa: E402
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE  # noqa: E402
 from ros_harness import NodeProcess, Probe, wait_until  # noqa: E402
 

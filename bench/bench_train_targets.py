@@ -18,7 +18,8 @@ import torch
 from clip_dinoiser_ros.distributed import Ranks
 from clip_dinoiser_ros.train import TrainSettings
 from clip_dinoiser_ros.train.images import augmented_view, list_images, load_rgb, view_generator
-from clip_dinoiser_ros.train.run import Trainer, choose_device
+from clip_dinoiser_ros.model.build import resolve_device
+from clip_dinoiser_ros.train.run import Trainer
 from clip_dinoiser_ros.train.student import losses, predictions
 from timing import alternating_medians
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    device = choose_device(args.device)
+    device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as folder:
         settings = TrainSettings(images=IMAGES, out=Path(folder) / "heads.pt", batch_size=args.batch,
                                  image_size=args.image_size, clip_model=args.clip_model, random_weights=True,

@@ -6,7 +6,7 @@ import itertools
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 _stamps = itertools.count(1)
@@ -58,3 +58,20 @@ def mono_message(gray: np.ndarray, frame_id: str = "camera") -> Image:
     height, width = gray.shape
     return Image(header=unique_header(frame_id), height=height, width=width, encoding="mono8",
                  step=width, data=np.ascontiguousarray(gray).tobytes())
+
+
+def depth_message(depth: np.ndarray, header: Header, frame_id: str = "depth") -> Image:
+    """A depth image with the colour frame's stamp: uint16 as 16UC1 (mm), float32 as 32FC1 (m); uint8 gives
+    mono8, which is no depth encoding."""
+    encoding = {np.dtype(np.uint16): "16UC1", np.dtype(np.float32): "32FC1", np.dtype(np.uint8): "mono8"}[depth.dtype]
+    height, width = depth.shape
+    return Image(header=Header(stamp=header.stamp, frame_id=frame_id), height=height, width=width,
+                 encoding=encoding, step=width * depth.dtype.itemsize, data=np.ascontiguousarray(depth).tobytes())
+
+
+def camera_info_message(header: Header, width: int, height: int, fx: float, cx: float, cy: float,
+                        fy: float | None = None) -> CameraInfo:
+    fy = fx if fy is None else fy
+    return CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
+                      k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,9 +24,15 @@ def ros2_executable() -> str:
 # setting a parameter to a value) get three attempts. ``ros2 param`` also gives up by itself when the node's
 # parameter services are not discovered within 5 s: it then printed SERVICE_NOT_FOUND and sent nothing.
 ATTEMPT_S = 20.0
+ATTEMPTS = 3
 REPEATABLE = {("lifecycle", "get"), ("param", "get"), ("param", "set"), ("topic", "list"), ("topic", "info"),
               ("node", "list"), ("interface", "show")}
 SERVICE_NOT_FOUND = "Wait for service timed out"
+# A daemon that has just started (the first ros2 call of a module) may not list the node yet: every verb
+# that checks the node list first (lifecycle set among them) then prints this and sends nothing, so any
+# command, a transition too, is safely asked again.
+NODE_NOT_LISTED = "Node not found"
+RETRY_PAUSE_S = 1.0
 
 
 def ros2(*arguments: str, timeout: float = ATTEMPT_S) -> subprocess.CompletedProcess:
@@ -33,16 +40,18 @@ def ros2(*arguments: str, timeout: float = ATTEMPT_S) -> subprocess.CompletedPro
 
     Raises subprocess.TimeoutExpired when no attempt ended in time.
     """
-    attempts = 3 if tuple(arguments[:2]) in REPEATABLE else 1
-    for attempt in range(1, attempts + 1):
+    repeatable = tuple(arguments[:2]) in REPEATABLE
+    not_yet_seen = (NODE_NOT_LISTED, SERVICE_NOT_FOUND) if repeatable else (NODE_NOT_LISTED,)
+    for attempt in range(1, ATTEMPTS + 1):
         try:
             result = _run([ros2_executable(), *arguments], timeout)
         except subprocess.TimeoutExpired:
-            if attempt == attempts:
+            if not repeatable or attempt == ATTEMPTS:
                 raise
             continue
-        if SERVICE_NOT_FOUND not in result.stdout or attempt == attempts:
+        if not any(text in result.stdout for text in not_yet_seen) or attempt == ATTEMPTS:
             return result
+        time.sleep(RETRY_PAUSE_S)
     raise AssertionError("unreachable")
 
 

@@ -1,18 +1,21 @@
-"""Real processes over real DDS: start the node from its console script, talk to it from a probe node."""
+"""Real processes over real DDS: start the node from its console script, talk to it from a probe node.
+
+The processes (node, ros2 launch, the bag tool) are clip_dinoiser_ros.supervision's, as the demo's are;
+what is here is for tests only: the DDS environment of a test run, a probe node, waiting for answers.
+"""
 from __future__ import annotations
 
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import yaml
+from clip_dinoiser_ros.supervision import ChildProcess as LoggedProcess, node_executable  # noqa: F401
+from clip_dinoiser_ros.supervision import NodeProcess as InstalledNode
 
 DDS_ENVIRONMENT = {
     # Shared memory only, with segments large enough for camera frames: nothing leaves the machine.
@@ -37,60 +40,22 @@ def configure_environment() -> None:
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
 
 
-def node_executable() -> str:
-    script = Path(sys.executable).parent / "clip_dinoiser_node"
-    if not script.exists():
-        raise FileNotFoundError(f"{script} is missing: run `make install` (the tests use the installed package)")
-    return str(script)
+# Domains whose shared-memory port numbers (7400 + 250 * domain + ...) stay below 65536; 0, the default
+# domain of any stray process, is left out.
+USABLE_DOMAINS = 230
 
 
-class LoggedProcess:
-    """A process of a test, its output in a log file, stopped with SIGINT (then killed, reported as -9)."""
-
-    def __init__(self, command: list[str], log_file: Path) -> None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file = log_file
-        self._log = open(log_file, "wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait(self, timeout: float) -> Optional[int]:
-        """The exit status, or None when it still runs after ``timeout`` seconds."""
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT, then wait; returns the exit status."""
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            if self.wait(timeout) is None:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+def module_domain(first: int, index: int) -> int:
+    """The domain of the index-th test module: the run's ROS_DOMAIN_ID (``first``), then the ones after it."""
+    return 1 + (first - 1 + index) % USABLE_DOMAINS
 
 
-class NodeProcess(LoggedProcess):
-    """The clip_dinoiser node in its own process, started with --params-file."""
+class NodeProcess(InstalledNode):
+    """The installed node as the tests start it: on the CPU unless a test says otherwise, so that the
+    suite behaves the same on a CUDA workstation (device ``auto`` would pick the GPU there)."""
 
-    def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.params_file = directory / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
-        super().__init__([node_executable(), "--ros-args", "--params-file", str(self.params_file), *ros_arguments],
-                         directory / "node.log")
-
-    def threads(self) -> int:
-        """Threads of the node process now (Python's, DDS's, torch's)."""
-        with open(f"/proc/{self.process.pid}/status") as status:
-            return int(next(line.split()[1] for line in status if line.startswith("Threads:")))
+    def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str, **options: Any) -> None:
+        super().__init__(directory, {"device": "cpu", **parameters}, *ros_arguments, **options)
 
 
 @contextmanager
@@ -181,12 +146,22 @@ class Probe:
         self.executor.shutdown()
         self.node.destroy_node()
 
-    def call(self, client: Any, request: Any, timeout: float = 20.0) -> Any:
+    def call(self, client: Any, request: Any, timeout: float = 20.0, attempts: int = 1) -> Any:
+        """The service's answer; a query may be sent ``attempts`` times, each waiting ``timeout``: just after a
+        node started, a reply is lost now and then while discovery settles (seen in CI)."""
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {client.srv_name} did not appear")
-        future = client.call_async(request)
-        wait_until(future.done, timeout, f"no answer from {client.srv_name}")
-        return future.result()
+        for attempt in range(1, attempts + 1):
+            future = client.call_async(request)
+            try:
+                wait_until(future.done, timeout, f"no answer from {client.srv_name} ({attempt} of {attempts})")
+            except AssertionError:
+                client.remove_pending_request(future)
+                if attempt == attempts:
+                    raise
+                continue
+            return future.result()
+        raise AssertionError("unreachable")
 
 
 def parameter_client(probe: "Probe", node_name: str) -> Any:

@@ -73,7 +73,7 @@ def test_play_into_the_node_record_it_and_eval_the_recording(node, tmp_path):
     recorded = tmp_path / "recorded"
     masks = count(recorded, "/cam/segmentation/mask")
     assert masks >= 40, recorder.log()  # frames dropped by a slow moment are counted in /diagnostics
-    assert count(recorded, "/cam/segmentation/label_info") == 1  # latched: recorded though published before
+    assert count(recorded, "/cam/segmentation/label_info") == 1  # one class map: sent once, with the first mask
     assert count(recorded, "/diagnostics") >= 1
     classes = tmp_path / "classes.txt"
     classes.write_text("sky\nroad\ncar\n")

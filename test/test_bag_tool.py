@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from clip_dinoiser_ros.bag.reading import messages, mono_labels, open_bag, stamp_ns, topic_types
+from clip_dinoiser_ros.bag.reading import messages, mono_labels, open_bag, topic_types
 from clip_dinoiser_ros.bag.writing import BagWriter
 from clip_dinoiser_ros.cli.bag import main
+from clip_dinoiser_ros.pipeline.messages import stamp_ns
 from frame_sources import shared_data_dir
 from node_frames import synthetic_rgb
 
@@ -92,8 +93,11 @@ def test_segment_writes_the_node_topics_in_step_with_the_input(segmented_bag):
         "/cam/segmentation/overlay": "sensor_msgs/msg/Image",
         "/cam/segmentation/class_confidences": "clip_dinoiser_ros/msg/ClassConfidences",
         "/cam/segmentation/label_info": "vision_msgs/msg/LabelInfo",
+        "/cam/segmentation/detections": "vision_msgs/msg/Detection2DArray",  # no depth: no cloud, no 3D
     }
     frames = bag_messages(segmented_bag, "/cam/image_raw")
+    assert [stamp_ns(item.message) for item in bag_messages(segmented_bag, "/cam/segmentation/detections")] == \
+        [stamp_ns(item.message) for item in frames]
     for output, encoding in [("mask", "mono8"), ("confidence", "32FC1"), ("overlay", "rgb8")]:
         written = bag_messages(segmented_bag, f"/cam/segmentation/{output}")
         assert [(item.timestamp, stamp_ns(item.message)) for item in written] == \
@@ -103,6 +107,8 @@ def test_segment_writes_the_node_topics_in_step_with_the_input(segmented_bag):
     assert (mono_labels(bag_messages(segmented_bag, "/cam/segmentation/mask")[0]) < 3).all()
     (info,) = bag_messages(segmented_bag, "/cam/segmentation/label_info")
     assert [c.class_name for c in info.message.class_map] == ["road", "grass", "car"]
+    # as the node publishes it: with the first frame, stamped like it
+    assert (info.timestamp, stamp_ns(info.message)) == (frames[0].timestamp, stamp_ns(frames[0].message))
     confidences = bag_messages(segmented_bag, "/cam/segmentation/class_confidences")
     assert confidences[0].message.labels == ["road", "grass", "car"]
     assert sum(confidences[0].message.coverage) == pytest.approx(1.0)
@@ -149,19 +155,21 @@ def test_eval_with_the_engine_and_with_recorded_masks(segmented_bag, tmp_path, c
     assert report["meta"]["frames_matched"] == 12 and np.array(report["confusion"]).sum() == 12 * (64 * 47)
 
 
-def mask_bag(path: Path, names: list[str], truth: np.ndarray, masks: dict[int, np.ndarray],
+def mask_bag(path: Path, class_maps: dict[int, list[str]], masks: dict[int, np.ndarray],
              labels: dict[int, np.ndarray]) -> Path:
     """A bag as the live node's recording would be: label_info, masks, and ground truth by stamp."""
     from std_msgs.msg import Header
     from builtin_interfaces.msg import Time
 
-    from clip_dinoiser_ros.ros import outputs
+    from clip_dinoiser_ros.pipeline import messages as outputs
 
     def header(stamp: int) -> Header:
         return Header(stamp=Time(sec=stamp, nanosec=0), frame_id="cam")
 
     with BagWriter(path) as writer:
-        writer.write("/cam/segmentation/label_info", outputs.label_info(names, 0.0, header(1)), 1)
+        for stamp, names in class_maps.items():  # as the node: stamped like the first mask of the map
+            writer.write("/cam/segmentation/label_info", outputs.label_info(names, 0.0, header(stamp)),
+                         stamp * 10**9 - 1)
         for stamp, mask in masks.items():
             writer.write("/cam/segmentation/mask", outputs.mask_image(mask, header(stamp)), stamp * 10**9)
         for stamp, label in labels.items():
@@ -172,7 +180,7 @@ def mask_bag(path: Path, names: list[str], truth: np.ndarray, masks: dict[int, n
 def test_eval_maps_mask_values_through_label_info_and_counts_unmatched_frames(tmp_path, capsys):
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 255]], np.uint8)  # 0 sky, 1 car in the classes file
     as_node = np.where(truth == 0, 1, 0).astype(np.uint8)  # the node's prompt order was [car, sky]
-    bag = mask_bag(tmp_path / "recorded", ["car", "sky"], truth, masks={10: as_node, 11: as_node, 12: as_node},
+    bag = mask_bag(tmp_path / "recorded", {1: ["car", "sky"]}, masks={10: as_node, 11: as_node, 12: as_node},
                    labels={10: truth, 11: truth, 13: truth})
     classes = tmp_path / "classes.txt"
     classes.write_text("sky\ncar, automobile\n")
@@ -182,6 +190,36 @@ def test_eval_maps_mask_values_through_label_info_and_counts_unmatched_frames(tm
            capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert report["miou"] == 1.0 and report["pixel_accuracy"] == 1.0 and report["pixels"] == 2 * 7
+
+
+def test_eval_reads_each_mask_with_the_class_map_in_effect_for_it(tmp_path, capsys):
+    """Prompts changed mid-recording: the masks before stamp 11 use [car, sky], from 11 on [tree, sky, car]."""
+    truth = np.array([[0, 0, 1, 1], [2, 2, 1, 255]], np.uint8)  # classes file: sky, car, tree
+    before = np.choose(truth.clip(0, 2), [1, 0, 0]).astype(np.uint8)  # car=0, sky=1 (tree: drawn as car)
+    after = np.choose(truth.clip(0, 2), [1, 2, 0]).astype(np.uint8)  # tree=0, sky=1, car=2
+    bag = mask_bag(tmp_path / "recorded", {10: ["car", "sky"], 11: ["tree", "sky", "car"]},
+                   masks={10: before, 11: after, 12: after}, labels={10: truth, 11: truth, 12: truth})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("sky\ncar\ntree\n")
+    assert bag_cli("eval", bag, "--mask-topic", "/cam/segmentation/mask", "--label-topic", "/gt", "--classes",
+                   classes, "--out", tmp_path / "out") == 0
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    confusion = np.array(report["confusion"])
+    # frames 11 and 12 are exact; frame 10 only misses the two tree pixels, taken as car by its old map
+    assert confusion[2, 2] == 4 and confusion[2, 1] == 2 and np.trace(confusion) == 3 * 7 - 2
+
+
+def test_eval_refuses_a_mask_id_its_class_map_does_not_define(tmp_path, capsys):
+    truth = np.array([[0, 1]], np.uint8)
+    bag = mask_bag(tmp_path / "recorded", {10: ["car", "sky"]}, masks={10: np.array([[0, 2]], np.uint8)},
+                   labels={10: truth})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("sky\ncar\n")
+    assert bag_cli("eval", bag, "--mask-topic", "/cam/segmentation/mask", "--label-topic", "/gt", "--classes",
+                   classes, "--out", tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert "ids [2]" in error and "does not define" in error, error
+    assert not (tmp_path / "out").exists()
 
 
 def test_errors_are_one_line_exit_2_and_leave_nothing(camera_bag, segmented_bag, tmp_path, capsys):
@@ -321,3 +359,64 @@ def test_from_images_compressed_writes_jpeg_that_segment_reads(tmp_path, capsys)
                    "--out", tmp_path / "segmented", *TINY) == 0
     masks = bag_messages(tmp_path / "segmented", "/cam/segmentation/mask")
     assert len(masks) == 3 and (masks[0].message.width, masks[0].message.height) == (64, 48)
+
+
+def test_segment_with_depth_writes_the_nodes_3d_outputs_in_step(tmp_path):
+    """Recorded colour, depth (half resolution, one frame missing) and camera_info: the paired frames get the
+    node's cloud, camera_info and detections_3d, the unpaired one its mask alone, all in the input's order."""
+    from node_frames import camera_info_message, depth_message, rgb_message
+
+    source = tmp_path / "rgbd"
+    depth = np.full((24, 32), 1500, np.uint16)
+    depth[:, :8] = 0
+    stamps = []
+    with BagWriter(source) as writer:
+        for index in range(3):
+            colour = rgb_message(synthetic_rgb(64, 48, seed=index), "colour")
+            stamps.append(stamp_ns(colour))
+            time_ns = 1_000_000_000 + index * 100_000_000
+            if index != 1:  # the depth of frame 1 was lost; the depth arrives after the colour in the bag
+                writer.write("/cam/depth/image_raw", depth_message(depth, colour.header, "depth"), time_ns + 2)
+            writer.write("/cam/color/camera_info", camera_info_message(colour.header, 64, 48, 60.0, 31.5, 23.5),
+                         time_ns)
+            writer.write("/cam/color/image_raw", colour, time_ns + 1)
+    out = tmp_path / "out"
+    assert bag_cli("segment", source, "--topic", "/cam/color/image_raw", "--depth-topic", "/cam/depth/image_raw",
+                   "--prompts", "a", "b", "--out", out, *TINY) == 0
+    with open_bag(out) as reader:
+        written = {}
+        for item in messages(reader, list(topic_types(reader))):
+            written.setdefault(item.topic, []).append(item.message)
+    assert [stamp_ns(m) for m in written["/cam/color/segmentation/mask"]] == stamps
+    assert [stamp_ns(m) for m in written["/cam/color/segmentation/points"]] == [stamps[0], stamps[2]]
+    assert [stamp_ns(m) for m in written["/cam/color/segmentation/detections_3d"]] == [stamps[0], stamps[2]]
+    assert len(written["/cam/color/segmentation/camera_info"]) == 3 and len(written["/cam/depth/image_raw"]) == 2
+    cloud = written["/cam/color/segmentation/points"][0]
+    assert (cloud.height, cloud.width, cloud.header.frame_id) == (48, 64, "depth")
+    z = np.frombuffer(cloud.data.tobytes(), np.float32).reshape(48, 64, 6)[:, :, 2]
+    assert np.isnan(z[:, :16]).all() and np.allclose(z[:, 16:], 1.5)
+
+
+def test_segment_refuses_depth_topics_that_do_not_pair_with_the_cameras(camera_bag, tmp_path, capsys):
+    assert bag_cli("segment", camera_bag, "--topic", "/cam/image_raw", "--depth-topic", "/a", "--depth-topic", "/b",
+                   "--prompts", "a", "--out", tmp_path / "out", *TINY) == 2
+    assert "--depth-topic has 2 entries for 1 --topic" in capsys.readouterr().err
+
+
+def test_pairing_takes_negative_stamps_without_pairing_them():
+    """rclpy's Time, inside message_filters, refuses negative seconds: such frames go alone, in order."""
+    from builtin_interfaces.msg import Time
+
+    from clip_dinoiser_ros.bag.rgbd_pairing import BagPairing, CameraInputs
+    from node_frames import camera_info_message, depth_message, rgb_message
+
+    pairing = BagPairing([CameraInputs("/c/image_raw", "/c/depth", "/c/camera_info")])
+    ready = []
+    for sec in (5, -3, 6):
+        colour = rgb_message(synthetic_rgb(32, 24), "colour")
+        colour.header.stamp = Time(sec=sec, nanosec=0)
+        ready += pairing.add("/c/camera_info", camera_info_message(colour.header, 32, 24, 30.0, 15.5, 11.5))
+        ready += pairing.add("/c/depth", depth_message(np.ones((24, 32), np.uint16), colour.header))
+        ready += pairing.add("/c/image_raw", colour, item=sec)
+    ready += pairing.flush()
+    assert [(frame.item, frame.depth is not None) for frame in ready] == [(5, True), (-3, False), (6, True)]

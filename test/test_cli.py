@@ -37,7 +37,9 @@ def run_cli(images, out: Path, *extra: str) -> int:
 
 
 def run_subprocess(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HOME": str(home)}
+    # empty model caches of its own (weights someone downloaded must not change the outcome)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HOME": str(home),
+           "XDG_CACHE_HOME": str(home / "xdg"), "TORCH_HOME": str(home / "torch")}
     return subprocess.run(
         [sys.executable, "-m", "clip_dinoiser_ros.cli.segment", *args],
         env=env, capture_output=True, text=True, timeout=300,

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from clip_dinoiser_ros.demo.stream_photos import NO_HEADS_MESSAGE, build_parser, check_weights
+from clip_dinoiser_ros.demo.checks import NO_HEADS_MESSAGE, check_weights
+from clip_dinoiser_ros.demo.stream_photos import build_parser
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP
 from clip_dinoiser_ros.visualization import class_palette
 

@@ -100,7 +100,8 @@ def test_known_vocabulary_is_served_from_the_cache(engine, monkeypatch):
     engine.set_prompts(["sky", "tree"])
     calls = []
     original = engine.prompt_encoder.embed_class_names
-    monkeypatch.setattr(engine.prompt_encoder, "embed_class_names", lambda names: calls.append(names) or original(names))
+    monkeypatch.setattr(engine.prompt_encoder, "embed_class_names",
+                        lambda names, cancelled=None: calls.append(names) or original(names, cancelled))
     engine.set_prompts(["tree", "sky"])
     assert calls == []
     engine.set_prompts(["tree", "house"])
@@ -219,6 +220,8 @@ def test_missing_weights_raise_with_model_cache_and_command(monkeypatch, tmp_pat
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    # an empty cache of its own: weights someone downloaded must not make this load succeed
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsUnavailableError) as error:
         load_clip("ViT-B-16", "laion2b_s34b_b88k")
     message = str(error.value)
@@ -320,3 +323,23 @@ def test_segment_batch_equals_segment_image_by_image(tiny_clip, device):
         np.testing.assert_allclose(together.probs, alone.probs, atol=1e-5)
         np.testing.assert_allclose(together.class_max, alone.class_max, atol=1e-5)
 
+
+
+def test_encoding_is_cancelled_between_text_batches_and_caches_nothing(engine, monkeypatch):
+    from clip_dinoiser_ros.model import EncodingCancelled
+    from clip_dinoiser_ros.model import text_encoder
+
+    monkeypatch.setattr(text_encoder, "TEXT_BATCH", 4)  # several batches from a few prompts
+    asked = []
+
+    def cancelled() -> bool:
+        asked.append(True)
+        return len(asked) > 2  # stop before the third batch
+
+    names = [f"thing {index}" for index in range(6)]
+    with pytest.raises(EncodingCancelled):
+        engine.encode_prompts(names, cancelled)
+    assert len(asked) == 3
+    assert not any(text in names for _, text in engine.prompt_encoder._cache)  # nothing half-done is kept
+    vocabulary = engine.encode_prompts(names)  # not cancelled: all of it, as if never interrupted
+    assert list(vocabulary.names) == names

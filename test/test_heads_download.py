@@ -20,8 +20,8 @@ from clip_dinoiser_ros.model.heads_download import (
     heads_cache_dir,
     resolve_heads,
 )
-from clip_dinoiser_ros.ros import engine_factory
-from clip_dinoiser_ros.ros.engine_factory import EngineSettings, build_engine
+from clip_dinoiser_ros.model import build as engine_factory
+from clip_dinoiser_ros.model.build import EngineSettings, build_engine
 
 FEATURE_DIM = 64  # the tiny test CLIP's width
 
@@ -281,7 +281,7 @@ def test_engine_factory_fails_on_the_heads_before_loading_clip(monkeypatch):
     monkeypatch.setattr(engine_factory, "load_clip", load_clip)
     with pytest.raises(WeightsUnavailableError, match="could not download"):
         build_engine(settings(closed_port_url()))
-    with pytest.raises(ValueError, match="parameter 'heads' is empty.*'published'"):
+    with pytest.raises(ValueError, match="heads is empty.*'published'"):
         build_engine(settings(""))
 
 

@@ -13,7 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 import frame_sources
-from clip_dinoiser_ros.ros.image_codec import (
+from clip_dinoiser_ros.pipeline.image_codec import (
     ImageDecodeError,
     array_to_image,
     compressed_to_rgb,

@@ -1,10 +1,12 @@
-"""Nav2's semantic segmentation layer takes the node's outputs as they are.
+"""Nav2's semantic segmentation layer takes the node's outputs as they are, the point cloud included.
 
-The node runs with the parameters the README gives for Nav2, and this test subscribes exactly as the layer
-does (ros-navigation/semantic_segmentation_layer, semantic_segmentation_layer.cpp and segmentation_buffer.cpp),
-to the topics the README's layer configuration names: mask and confidence with sensor-data QoS, LabelInfo
-reliable + transient local + keep-all, depth 5. Then it checks what the layer relies on: LabelInfo before the
-masks, class names it can map, one byte per pixel in both images, and identical stamps (its exact sync).
+The node runs with the parameters the README gives for Nav2 and gets colour, aligned depth and camera_info;
+this test subscribes exactly as the layer does (ros-navigation/semantic_segmentation_layer,
+semantic_segmentation_layer.cpp and segmentation_buffer.cpp), to the topics the README's layer configuration
+names: mask, confidence and points with sensor-data QoS, LabelInfo reliable + transient local + keep-all,
+depth 5. Then it checks what the layer relies on: LabelInfo before the masks, class names it can map, one
+byte per pixel in both images, identical stamps (its exact sync), and a cloud organized at the mask's size
+whose points are finite exactly where the depth was valid (it skips the others).
 """
 import re
 from pathlib import Path
@@ -13,10 +15,11 @@ import numpy as np
 import pytest
 import yaml
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs_py import point_cloud2
 from vision_msgs.msg import LabelInfo
 
-from node_frames import rgb_message, synthetic_rgb
+from node_frames import camera_info_message, depth_message, rgb_message, synthetic_rgb
 from ros_harness import running_node, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,17 +50,30 @@ def test_the_layer_takes_the_outputs_as_they_are(configured, probe):
     labels = probe.collect(LabelInfo, layer["labels_topic"], LAYER_LABELS_QOS)  # the layer starts after the node
     masks = probe.collect(Image, layer["segmentation_topic"], qos_profile_sensor_data)
     confidences = probe.collect(Image, layer["confidence_topic"], qos_profile_sensor_data)
+    clouds = probe.collect(PointCloud2, layer["pointcloud_topic"], qos_profile_sensor_data)
     camera = probe.node.create_publisher(Image, parameters["image_topics"][0], qos_profile_sensor_data)
+    depth_camera = probe.node.create_publisher(Image, parameters["depth_topics"][0], qos_profile_sensor_data)
+    camera_info = probe.node.create_publisher(CameraInfo, "/camera/color/camera_info", qos_profile_sensor_data)
+    depth = np.full((120, 160), 1500, np.uint16)
+    depth[:, :40] = 0  # no depth there: the layer must find NaN
+    depth[60:, 100:] = 2400
 
-    def synchronised_pair():
+    def by_stamp(collector):
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in collector.matching(lambda m: True)}
+
+    def synchronised():
         assert node.alive(), node.log()
-        camera.publish(rgb_message(synthetic_rgb(160, 120), "camera_color_optical_frame"))
-        stamps = {(c.header.stamp.sec, c.header.stamp.nanosec): c for c in confidences.matching(lambda m: True)}
-        pairs = [(m, stamps[key]) for m in masks.matching(lambda m: True)
-                 if (key := (m.header.stamp.sec, m.header.stamp.nanosec)) in stamps]
-        return pairs[0] if pairs else None
+        colour = rgb_message(synthetic_rgb(160, 120), "camera_color_optical_frame")
+        camera_info.publish(camera_info_message(colour.header, 160, 120, fx=140.0, cx=79.5, cy=59.5))
+        depth_camera.publish(depth_message(depth, colour.header, "camera_depth_optical_frame"))
+        camera.publish(colour)
+        scores, points = by_stamp(confidences), by_stamp(clouds)
+        found = [(m, scores[key], points[key]) for key, m in by_stamp(masks).items()
+                 if key in scores and key in points]
+        return found[0] if found else None
 
-    mask, confidence = wait_until(synchronised_pair, 60, "a mask and a confidence with the same stamp", interval=0.3)
+    mask, confidence, cloud = wait_until(synchronised, 60, "a mask, confidence and cloud with the same stamp",
+                                         interval=0.3)
 
     # LabelInfo came first, and the layer can map the classes its configuration names.
     (info, info_arrival), = labels.messages
@@ -77,3 +93,13 @@ def test_the_layer_takes_the_outputs_as_they_are(configured, probe):
     scores = np.frombuffer(bytes(confidence.data), np.uint8)
     threshold = round(255 * parameters["confidence_threshold"])
     assert (scores[ids == 255] <= threshold).all() and (scores[ids != 255] >= threshold - 1).all()
+
+    # The cloud: organized like the mask, stamped like it, finite exactly where the depth was valid.
+    assert (cloud.height, cloud.width) == (mask.height, mask.width)
+    assert cloud.header.stamp == mask.header.stamp and cloud.header.frame_id == "camera_depth_optical_frame"
+    z = point_cloud2.read_points(cloud, field_names=("z",), skip_nans=False)["z"].reshape(120, 160)
+    assert (np.isfinite(z) == (depth > 0)).all()
+    assert np.allclose(z[depth > 0], depth[depth > 0] / 1000.0)
+    label = point_cloud2.read_points(cloud, field_names=("label",), skip_nans=False)["label"].reshape(120, 160)
+    mask_ids = ids.reshape(120, 160)
+    assert (label == np.where(mask_ids == 255, 65535, mask_ids.astype(np.uint16))).all()

@@ -20,7 +20,7 @@ def transition(probe, transition_id):
 
 def state(probe):
     client = probe.node.create_client(GetState, "/clip_dinoiser/get_state")
-    return probe.call(client, GetState.Request()).current_state.id
+    return probe.call(client, GetState.Request(), timeout=10.0, attempts=3).current_state.id
 
 
 def serves_a_frame(probe, node, collector, publisher, timeout=20):
@@ -73,7 +73,7 @@ def test_transitions_start_stop_and_release(ros, probe, tmp_path):
         assert serves_a_frame(probe, node, collector, publisher)
 
         assert transition(probe, Transition.TRANSITION_ACTIVE_SHUTDOWN)
-        assert state(probe) == State.PRIMARY_STATE_FINALIZED
+        assert node.wait(10) == 0, node.log()  # finalized: the process ends instead of spinning a dead node
     finally:
         assert node.stop() == 0, node.log()
     assert "Traceback" not in node.log()

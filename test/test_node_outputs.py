@@ -60,7 +60,7 @@ def frame(source):
 
 def send_until_answered(probe, node, topic, message, output, output_type=Image):
     """Publish ``message`` until the output for its stamp arrives; return that output."""
-    from clip_dinoiser_ros.ros.topics import output_topic
+    from clip_dinoiser_ros.pipeline.topics import output_topic
 
     return answer_to(probe, node, message, topic, output_topic(topic, output), output_type)
 
@@ -120,28 +120,36 @@ def test_confidence_as_mono8_is_round_255_p_of_the_32fc1_image(node, probe, para
 
 
 def test_late_subscriber_gets_the_vocabulary_at_once(node, probe):
-    wait_until(lambda: probe.node.count_publishers("/gen_rgb/segmentation/label_info") > 0, 30, "label_info publisher")
+    """LabelInfo is latched: a subscriber that comes after the frames still gets the class map in effect."""
+    message = rgb_message(synthetic_rgb(seed=11), "gen")
+    mask = send_until_answered(probe, node, TOPICS["rgb"], message, "mask")
     late = probe.collect(LabelInfo, "/gen_rgb/segmentation/label_info", LATCHED)
     info = wait_until(late.last, 10, "latched label_info")
     assert [(c.class_id, c.class_name) for c in info.class_map] == list(enumerate(NAMES))
     assert info.threshold == 0.0
+    stamp = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec)  # noqa: E731
+    assert stamp(info) <= stamp(mask)  # stamped with the first mask of its class map, not later
 
 
 def test_label_info_is_republished_when_the_threshold_changes(node, probe, parameters):
-    infos = probe.collect(LabelInfo, "/gen_jpeg/segmentation/label_info", LATCHED)
+    """A new threshold changes the class map's meaning: its LabelInfo comes first, stamped like its first mask."""
+    infos = probe.collect(LabelInfo, "/gen_jpeg/segmentation/label_info", LATCHED)  # before the masks' subscription
+    message = jpeg_message(synthetic_rgb(320, 240, seed=5), "gen")
+    send_until_answered(probe, node, TOPICS["jpeg"], message, "mask")
     wait_until(infos.last, 10, "latched label_info")
     assert set_parameter(parameters, "confidence_threshold", 0.5).successful
     try:
+        mask = send_until_answered(probe, node, TOPICS["jpeg"], restamped(message), "mask")
         info = wait_until(lambda: (m := infos.last()).threshold == 0.5 and m, 10, "label_info with threshold 0.5")
         assert [c.class_name for c in info.class_map] == NAMES
-        message = jpeg_message(synthetic_rgb(320, 240, seed=5), "gen")
-        mask = send_until_answered(probe, node, TOPICS["jpeg"], message, "mask")
+        assert info.header.stamp == mask.header.stamp  # the first mask made at 0.5
         confidence = send_until_answered(probe, node, TOPICS["jpeg"], restamped(message), "confidence")
         labels = np.frombuffer(bytes(mask.data), np.uint8)
         below = np.frombuffer(bytes(confidence.data), np.float32) < 0.5
         assert below.any() and (labels[below] == 255).all() and (labels[~below] < len(NAMES)).all()
     finally:
         assert set_parameter(parameters, "confidence_threshold", 0.0).successful
+    send_until_answered(probe, node, TOPICS["jpeg"], restamped(message), "mask")
     wait_until(lambda: infos.last().threshold == 0.0, 10, "label_info back at threshold 0")
 
 

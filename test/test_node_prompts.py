@@ -57,14 +57,15 @@ def segment_once(probe, node):
 
 
 def wait_for_vocabulary(probe, node, label_info, names, timeout=60, version=None):
-    """Wait until ``names`` (at ``version``) are in effect: label_info names them and frames carry them."""
+    """Wait until ``names`` (at ``version``) are in effect: frames carry them and label_info names them.
+
+    LabelInfo goes out with the first frame of a new vocabulary, so frames are sent first.
+    """
     def current():
-        if class_names(current_vocabulary(label_info)) != names:
-            return None
         summary = segment_once(probe, node)
-        if list(summary.labels) == names and version in (None, summary.vocabulary_version):
-            return summary
-        return None
+        if list(summary.labels) != names or version not in (None, summary.vocabulary_version):
+            return None
+        return summary if class_names(current_vocabulary(label_info)) == names else None
 
     return wait_until(current, timeout, f"vocabulary {names} (version {version})", interval=0.3)
 

@@ -21,11 +21,13 @@ class SpunNode:
     """A ClipDinoiserNode spun on its own thread; transitions run there too, as services would."""
 
     def __init__(self, **parameters) -> None:
-        from clip_dinoiser_ros.ros.node import ClipDinoiserNode, Executor
+        from clip_dinoiser_ros.ros.node import ClipDinoiserNode
+        from clip_dinoiser_ros.ros.run_node import executor_type
 
+        parameters = {"device": "cpu", **parameters}  # CPU on a CUDA workstation too
         overrides = [Parameter(name, value=value) for name, value in parameters.items()]
         self.node = ClipDinoiserNode(parameter_overrides=overrides)
-        self.executor = Executor()
+        self.executor = executor_type()()
         self.executor.add_node(self.node)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._spin, name="executor", daemon=True)
@@ -94,7 +96,7 @@ class Spy:
 
 
 def test_outputs_are_computed_only_for_their_subscribers(spun, probe, monkeypatch):
-    from clip_dinoiser_ros.ros import outputs
+    from clip_dinoiser_ros.pipeline import messages as outputs
 
     segment = Spy(spun.node._engine.segment_batch)
     monkeypatch.setattr(spun.node._engine, "segment_batch", segment)
@@ -134,10 +136,10 @@ def test_a_failed_vocabulary_restores_the_parameter_and_warns_for_a_while(spun, 
     wait_until(lambda: spun.node._switcher.active_prompts == ["road", "car"], 30, "road, car in effect")
     encode = spun.node._engine.encode_prompts
 
-    def failing(prompts, **limits):
+    def failing(prompts, cancelled=None, **limits):
         if "boom" in prompts:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return encode(prompts, **limits)
+        return encode(prompts, cancelled, **limits)
 
     monkeypatch.setattr(spun.node._engine, "encode_prompts", failing)
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
@@ -174,18 +176,56 @@ def test_a_single_frame_the_engine_refuses_is_tried_once_and_counted(spun, probe
 
     monkeypatch.setattr(engine, "segment_batch", refusing_batch)
     monkeypatch.setattr(engine, "segment", refusing)
-    stats = spun.node._cameras[TOPIC].stats
-    rejected = stats.report().rejected
+    stats = spun.node._streaming._cameras[TOPIC].stats
+    before = stats.report()
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     try:
         def counted():
             publisher.publish(rgb_message(synthetic_rgb(96, 64)))
-            return stats.report().rejected > rejected
+            return stats.report().failed > before.failed
 
-        wait_until(counted, 20, "the refused frame counted", interval=0.3)
+        wait_until(counted, 20, "the refused frame counted as a model failure", interval=0.3)
     finally:
         probe.node.destroy_publisher(publisher)
     assert calls and "alone" not in calls, calls  # whole mode: one batch call per frame, no second try
+    after = stats.report()
+    assert after.rejected == before.rejected  # the input was fine: not a rejected frame
+    assert "refused (simulated)" in after.last_error
+
+
+def test_a_model_failing_on_every_frame_is_an_error_in_diagnostics_after_five_seconds(spun, probe, monkeypatch):
+    """Out of memory on every frame, say: failures are counted apart from rejected inputs, and after
+    WINDOW_S of nothing but failures the camera's status is ERROR, naming the error."""
+    from clip_dinoiser_ros.ros.diagnostics import WINDOW_S
+
+    def out_of_memory(images, **settings):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory (simulated)")
+
+    monkeypatch.setattr(spun.node._engine, "segment_batch", out_of_memory)
+    stats = spun.node._streaming._cameras[TOPIC].stats
+    rejected = stats.report().rejected
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    publisher = probe.node.create_publisher(Image, TOPIC, 10)
+    name = f"/clip_dinoiser: {TOPIC}"
+
+    def camera_level():
+        publisher.publish(rgb_message(synthetic_rgb(96, 64)))
+        arrays = diagnostics.matching(lambda a: any(s.name == name for s in a.status))
+        return arrays and next(s for s in arrays[-1].status if s.name == name)
+
+    try:
+        warned = wait_until(lambda: (s := camera_level()) and s.level == DiagnosticStatus.WARN and s, 10, "a WARN")
+        error = wait_until(lambda: (s := camera_level()) and s.level == DiagnosticStatus.ERROR and s,
+                           WINDOW_S + 10, "an ERROR once every frame failed for WINDOW_S", interval=0.2)
+    finally:
+        probe.node.destroy_publisher(publisher)
+        probe.node.destroy_subscription(diagnostics.subscription)
+    assert "failed in the model" in warned.message
+    assert "every frame failed" in error.message and "can't allocate memory (simulated)" in error.message
+    values = {item.key: item.value for item in error.values}
+    assert int(values["frames_failed"]) >= 2 and int(values["frames_rejected"]) == rejected
+    monkeypatch.undo()
+    assert serve_a_frame(probe, spun)  # the worker outlived every failure
 
 
 TWO = ["/left_cam/image_raw", "/right_cam/image_raw"]
@@ -257,16 +297,61 @@ def test_a_frame_the_engine_refuses_does_not_cost_the_other_cameras_frame(two_ca
     monkeypatch.setattr(engine, "segment", refusing)
     send_to_both(probe, two_cameras)  # both served, in a batch or alone
     left = probe.collect(Image, "/left_cam/segmentation/mask")
-    right = two_cameras.node._cameras[TWO[1]]
+    right = two_cameras.node._streaming._cameras[TWO[1]]
     publishers = [probe.node.create_publisher(Image, topic, 10) for topic in TWO]
     try:
         def refused_and_served():
             publishers[0].publish(rgb_message(synthetic_rgb(96, 64)))
             publishers[1].publish(rgb_message(synthetic_rgb(97, 64)))
-            return left.messages and right.stats.report().rejected > 0
+            return left.messages and right.stats.report().failed > 0
 
-        wait_until(refused_and_served, 30, "the left frame served, the right one rejected", interval=0.3)
+        wait_until(refused_and_served, 30, "the left frame served, the right one a model failure", interval=0.3)
     finally:
         probe.node.destroy_subscription(left.subscription)
         for publisher in publishers:
             probe.node.destroy_publisher(publisher)
+
+
+def test_cleanup_lets_the_model_go_and_on_error_cleans_up_from_active(ros, probe):
+    """After cleanup nothing holds the engine; a transition that raises lands in on_error, which frees
+    everything and leaves the node unconfigured (configurable again)."""
+    import gc
+    import weakref
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    camera = "/release_cam/image_raw"
+    spun = SpunNode(image_topics=[camera], prompts=["road", "car"], clip_model="ViT-Tiny-16-test", random_weights=True)
+    try:
+        assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
+        assert spun.on_executor(spun.node.trigger_activate) == TransitionCallbackReturn.SUCCESS
+        answer_to(probe, spun, rgb_message(synthetic_rgb(96, 64)), camera, "/release_cam/segmentation/mask", Image)
+        engine = weakref.ref(spun.node._engine)
+        assert spun.on_executor(spun.node.trigger_deactivate) == TransitionCallbackReturn.SUCCESS
+        assert spun.on_executor(spun.node.trigger_cleanup) == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert engine() is None, gc.get_referrers(engine())
+
+        assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
+        assert spun.on_executor(spun.node.trigger_activate) == TransitionCallbackReturn.SUCCESS
+        engine = weakref.ref(spun.node._engine)
+        streaming = spun.node._streaming
+
+        stop, calls = streaming.stop, []
+
+        def failing_once(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("stop failed (simulated)")
+            return stop(*args)
+
+        streaming.stop = failing_once
+        spun.on_executor(spun.node.trigger_deactivate)  # raises inside: rclpy runs on_error
+        assert spun.node._state_machine.current_state[1] == "unconfigured" and len(calls) == 2
+        del streaming, stop, failing_once
+        gc.collect()
+        assert spun.node._engine is None and spun.node._streaming is None and engine() is None
+        wait_until(lambda: probe.node.count_subscribers(camera) == 0, 10, "the input subscription gone")
+        assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
+    finally:
+        spun.close()

@@ -1,10 +1,12 @@
 """The node's threads without a ROS graph: vocabulary switching and the short-lived torch threads."""
+import itertools
 import threading
+import time
 
 import pytest
 
-from clip_dinoiser_ros.ros.torch_threads import run_on_short_lived_thread
-from clip_dinoiser_ros.ros.vocabulary_switcher import VocabularySwitcher
+from clip_dinoiser_ros.pipeline.torch_threads import run_on_short_lived_thread
+from clip_dinoiser_ros.pipeline.vocabulary_switcher import VocabularySwitcher
 from ros_harness import wait_until
 
 
@@ -23,20 +25,22 @@ class Recorder:
         self.ready: list[tuple[int, tuple[str, ...]]] = []
         self.errors: list[tuple[int, str]] = []
 
-    def encode(self, prompts):
+    def encode(self, prompts, cancelled):
         self.started.set()
-        self.gate.wait(10)
+        while not self.gate.wait(0.01):  # a long encoding: cancellable between its batches
+            if cancelled():
+                raise RuntimeError("cancelled")
         if "boom" in prompts:
             raise ValueError("cannot encode boom")
         self.encoded.append(tuple(prompts))
         return tuple(prompts)
 
-    def switcher(self) -> VocabularySwitcher:
+    def switcher(self, versions=None) -> VocabularySwitcher:
         return VocabularySwitcher(
             self.encode,
             lambda version, vocabulary: self.ready.append((version, vocabulary)),
             lambda version, error: self.errors.append((version, str(error))),
-            initial=(1, ("floor",)), initial_prompts=["floor"],
+            initial=(1, ("floor",)), initial_prompts=["floor"], versions=versions or itertools.count(2),
         )
 
 
@@ -80,18 +84,47 @@ def test_a_failed_encoding_keeps_the_vocabulary_and_reports_the_version():
     switcher.close()
 
 
-def test_close_waits_for_the_running_encoding_and_starts_no_more():
+def test_close_cancels_the_running_encoding_and_starts_no_more():
     recorder = Recorder()
-    recorder.gate.clear()
+    recorder.gate.clear()  # would encode for 10 s
     switcher = recorder.switcher()
     switcher.request(["wall"])
     assert recorder.started.wait(10)
-    threading.Timer(0.2, recorder.gate.set).start()
-    switcher.close()
+    started = time.monotonic()
+    assert switcher.close(timeout=3.0)
+    assert time.monotonic() - started < 1.0
     assert encoder_threads() == []
+    assert recorder.errors == []  # a cancellation on close is not a failure to report
     switcher.request(["door"])
     assert encoder_threads() == []
     assert switcher.active == (1, ("floor",))
+
+
+def test_the_encoder_keeps_serving_after_a_callback_raised():
+    recorder = Recorder()
+    calls = []
+
+    def ready(version, vocabulary):
+        calls.append(version)
+        raise KeyError("the owner's bug")
+
+    switcher = VocabularySwitcher(recorder.encode, ready, lambda *_: None, initial=(1, ("floor",)),
+                                  initial_prompts=["floor"], versions=itertools.count(2))
+    for prompts in (["wall"], ["door"]):
+        version = switcher.request(prompts)
+        wait_until(lambda: switcher.active[0] == version and not encoder_threads(), 10, "the encoder to finish")
+    assert calls == [2, 3] and switcher.active == (3, ("door",))
+    switcher.close()
+
+
+def test_versions_keep_growing_across_switchers_that_share_the_counter():
+    versions = itertools.count(2)
+    first = Recorder().switcher(versions)
+    assert first.request(["wall"]) == 2
+    first.close()
+    second = Recorder().switcher(versions)  # after cleanup and configure
+    assert second.request(["door"]) == 3
+    second.close()
 
 
 def test_short_lived_thread_returns_the_result_and_is_gone():

@@ -15,7 +15,7 @@ from ros2_cli import Launch, lifecycle_set, ros2, ros2_executable, stop_daemon, 
 from ros_harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"clip_model": "ViT-Tiny-16-test", "random_weights": True}
+TINY = {"clip_model": "ViT-Tiny-16-test", "random_weights": True, "device": "cpu"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,11 +79,12 @@ def test_launch_takes_the_users_params_file(launched):
 
 
 def test_topic_echo_shows_label_info_mask_and_summary(launched, probe):
+    mask = echo_once(probe, "/cli_front/segmentation/mask", "sensor_msgs/msg/Image", "/cli_front/image_raw", "--no-arr")
+    assert "encoding: mono8" in mask and "width: 160" in mask and "height: 120" in mask, mask
+    # latched, and sent with the first mask: a later echo still gets it
     info = ros2("topic", "echo", "--once", "--qos-durability", "transient_local", "--qos-reliability", "reliable",
                 "/cli_front/segmentation/label_info", "vision_msgs/msg/LabelInfo")
     assert "class_name: road" in info.stdout and "class_name: car" in info.stdout, info.stdout
-    mask = echo_once(probe, "/cli_front/segmentation/mask", "sensor_msgs/msg/Image", "/cli_front/image_raw", "--no-arr")
-    assert "encoding: mono8" in mask and "width: 160" in mask and "height: 120" in mask, mask
     summary = echo_once(probe, "/cli_front/segmentation/class_confidences", "clip_dinoiser_ros/msg/ClassConfidences",
                         "/cli_front/image_raw")
     assert "- road" in summary and "- car" in summary and "vocabulary_version: 1" in summary, summary
@@ -129,6 +130,45 @@ def test_namespace_launch_applies_the_shipped_yaml(tmp_path):
         assert param_get("/perception/clip_dinoiser", "prompts") == ["grass", "path"]
         topics = ros2("topic", "list").stdout.split()
         assert "/perception/cam/segmentation/label_info" in topics and "/perception/cam/segmentation/mask" in topics
+    finally:
+        assert launch.stop() == 0, launch.log()
+
+
+def test_qos_overrides_in_a_params_file_apply_through_ros2_launch(tmp_path, probe):
+    """Per-topic QoS from the user's params file, as image_pipeline's nodes take it; the mask is read by a
+    subscriber that matches only the overridden publisher (transient local), never the default (volatile)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    camera, mask = "/qos_cam/image_raw", "/qos_cam/segmentation/mask"
+    file = tmp_path / "qos.yaml"
+    file.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "image_topics": [camera], "prompts": ["road", "car"], **TINY,
+        "qos_overrides": {
+            mask: {"publisher": {"durability": "transient_local", "depth": 3, "reliability": "reliable"}},
+            camera: {"subscription": {"reliability": "reliable", "depth": 2}},
+        },
+    }}}))
+    launch = Launch(tmp_path, f"params_file:={file}")
+    try:
+        wait_for_state("/clip_dinoiser", "active", launch)
+        discovered = lambda query, topic: wait_until(lambda: query(topic), 20, f"{topic} discovered")  # noqa: E731
+        (publisher,) = discovered(probe.node.get_publishers_info_by_topic, mask)
+        assert publisher.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL  # the graph does not carry depth
+        (subscription,) = discovered(probe.node.get_subscriptions_info_by_topic, camera)
+        assert subscription.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # input_reliability: best_effort
+        (confidence,) = discovered(probe.node.get_publishers_info_by_topic, "/qos_cam/segmentation/confidence")
+        assert confidence.qos_profile.durability == DurabilityPolicy.VOLATILE  # only what the file names changes
+        late = QoSProfile(depth=3, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        masks = probe.collect(Image, mask, late)
+        sender = probe.node.create_publisher(Image, camera, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        try:
+            def answered():
+                sender.publish(rgb_message(synthetic_rgb(160, 120)))
+                return masks.messages
+            wait_until(answered, 60, "a mask on the transient-local subscription", interval=0.3)
+        finally:
+            probe.node.destroy_publisher(sender)
+            probe.node.destroy_subscription(masks.subscription)
     finally:
         assert launch.stop() == 0, launch.log()
 

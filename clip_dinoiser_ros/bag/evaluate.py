@@ -1,12 +1,15 @@
 """``eval``: mIoU of a bag's predictions against ground truth, matched frame by frame by header stamp.
 
 Predictions are the engine's on a camera topic, or masks already in the bag (recorded from the live
-node: no model is loaded). A mask's values are mapped to ground-truth ids through the bag's
-vision_msgs/LabelInfo of that camera when it has one, else taken as the classes file's prompt order.
+node: no model is loaded). A mask's values are mapped to ground-truth ids through the camera's
+vision_msgs/LabelInfo in effect for it (the latest stamped at or before the mask: the node stamps a new
+class map with the first mask made with it), else taken as the classes file's prompt order. A mask id
+that its class map does not define is an error, not a silent "no class".
 Frames without ground truth, and ground truth without a frame, are counted and reported.
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,9 @@ from tqdm import tqdm
 
 from ..evaluation import ConfusionMatrix, scores
 from ..evaluation.labels import LabelImageError, read_label_image
+from ..pipeline.messages import UNLABELLED_MONO8, UNLABELLED_MONO16, stamp_ns
 from .errors import BagError
-from .reading import check_topics, messages, mono_labels, open_bag, stamp_ns, to_rgb
+from .reading import check_topics, messages, mono_labels, open_bag, to_rgb
 
 NO_CLASS = -1  # a prediction that is none of the ground-truth classes (the confusion's last column)
 LABEL_INFO = "vision_msgs/msg/LabelInfo"
@@ -82,20 +86,56 @@ def label_info_lookup(names: Sequence[str], classes: Sequence[Sequence[str]]) ->
     return np.array([by_name[name.casefold()] for name in names], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class ClassMap:
+    """A camera's LabelInfo: from its stamp on, mask value i is ground-truth id ``lookup[i]``."""
+
+    stamp: int
+    lookup: np.ndarray
+
+
+def class_maps(reader, info_topic: str, classes: Sequence[Sequence[str]]) -> list[ClassMap]:
+    """The LabelInfo messages of ``info_topic`` by stamp (the node stamps each with its first mask's)."""
+    maps = [ClassMap(stamp_ns(item.message), label_info_lookup([c.class_name for c in item.message.class_map], classes))
+            for item in messages(reader, [info_topic])]
+    return sorted(maps, key=lambda entry: entry.stamp)
+
+
+def in_effect(maps: Sequence[ClassMap], stamps: Sequence[int], stamp: int, topic: str) -> ClassMap:
+    """The latest LabelInfo stamped at or before ``stamp`` (``stamps``: those of ``maps``, in order)."""
+    index = bisect.bisect_right(stamps, stamp) - 1
+    if index < 0:
+        raise BagError(f"{topic}: the mask at stamp {stamp} ns precedes every label_info (first at "
+                       f"{maps[0].stamp} ns): no class map is in effect for it")
+    return maps[index]
+
+
+def checked_ids(labels: np.ndarray, known: int, stamp: int, topic: str) -> np.ndarray:
+    """``labels`` when every value is a class of the map (or vision_msgs' unlabelled), else a BagError."""
+    values = np.unique(labels)
+    undefined = [int(v) for v in values if v >= known and v not in (UNLABELLED_MONO8, UNLABELLED_MONO16)]
+    if undefined:
+        raise BagError(f"{topic}: the mask at stamp {stamp} ns has ids {undefined} that the class map in effect "
+                       f"(ids 0-{known - 1}) does not define")
+    return labels
+
+
 def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]]) -> Iterator[Prediction]:
     with open_bag(bag) as reader:
         check_topics(reader, [topic], MASK_TYPES)
         info_topic = topic.rsplit("/", 1)[0] + "/label_info"
         types = {c.topic: c.msgtype for c in reader.connections}
-        with_info = types.get(info_topic) == LABEL_INFO
-        lookup = prompts_and_lookup(classes)[1]
-        if not with_info:
+        if types.get(info_topic) == LABEL_INFO:
+            maps = class_maps(reader, info_topic, classes)
+        else:
             tqdm.write(f"note: no {info_topic} in the bag; mask values are taken as the --classes prompts in order")
-        for item in messages(reader, [topic, info_topic] if with_info else [topic]):
-            if item.topic == info_topic:
-                lookup = label_info_lookup([c.class_name for c in item.message.class_map], classes)
-                continue
-            yield Prediction(stamp_ns(item.message), to_ground_truth_ids(mono_labels(item), lookup))
+            maps = [ClassMap(-1, prompts_and_lookup(classes)[1])]
+        stamps = [entry.stamp for entry in maps]
+        for item in messages(reader, [topic]):
+            stamp = stamp_ns(item.message)
+            lookup = in_effect(maps, stamps, stamp, topic).lookup
+            labels = checked_ids(mono_labels(item), len(lookup), stamp, topic)
+            yield Prediction(stamp, to_ground_truth_ids(labels, lookup))
 
 
 def topic_ground_truth(bag: Path, topic: str) -> dict[int, np.ndarray]:

@@ -19,8 +19,8 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from ..evaluation.labels import LabelImageError, read_label_image
-from ..ros.image_codec import array_to_image
-from ..ros.topics import is_compressed
+from ..pipeline.image_codec import array_to_image
+from ..pipeline.topics import is_compressed
 from .errors import BagError
 from .writing import BagWriter
 

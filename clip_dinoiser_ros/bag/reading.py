@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 
-from ..ros.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from ..pipeline.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .errors import BagError
 from .typestore import ros2_typestore
 
@@ -84,11 +84,6 @@ def to_rgb(item: BagMessage) -> np.ndarray:
         return np.require(decode(item.message, MAX_PIXELS), requirements="W")
     except ImageDecodeError as error:
         raise BagError(f"{item.topic} at {item.timestamp} ns: {error}") from error
-
-
-def stamp_ns(message: Any) -> int:
-    """The header stamp in ns: frames, masks and labels are matched by it."""
-    return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
 
 
 def mono_labels(item: BagMessage) -> np.ndarray:

@@ -1,10 +1,14 @@
 """``segment``: the engine over every frame of a bag's cameras, written as the live node's topics.
 
 The output bag holds each segmented camera's input images and, next to them, the node's outputs with
-the same message types, encodings and topic names (``<camera namespace>/segmentation/...``). Outputs
-carry the input's header and are logged at the input's receive time, so a player shows them in step.
-Every other topic (camera_info, tf, ground truth, ...) is copied as its ROS 2 type, so the output can
-replace the input; a topic whose type has no ROS 2 Python class here is dropped with a note.
+the same message types, encodings and topic names (``<camera namespace>/segmentation/...``), made by
+the node's own FramePipeline: a camera's LabelInfo is written before its first mask, stamped like
+that frame, exactly as the node publishes it. Outputs carry the input's header and are logged at the
+input's receive time, so a player shows them in step. A camera with ``depth_topics`` gets its colour frames
+paired with depth and camera_info by stamp (rgbd_pairing, message_filters as in the node) and the node's
+3D outputs too: points, camera_info, detections_3d. Every other topic (camera_info, tf, ground
+truth, ...) is copied as its ROS 2 type, so the output can replace the input; a topic whose type has
+no ROS 2 Python class here is dropped with a note.
 """
 from __future__ import annotations
 
@@ -16,22 +20,27 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..model import ClipDinoiser
-from ..ros import outputs, topics
+from ..pipeline import topics
+from ..pipeline.frame_geometry import FrameGeometry, GeometryError, frame_geometry
+from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
+from ..pipeline.messages import Wanted
 from .conversion import message_class, to_rclpy
-from .reading import check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
+from .errors import BagError
+from .reading import BagMessage, check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
+from .rgbd_pairing import BagPairing, CameraInputs, PairedFrame
 from .writing import BagWriter
+
+
+VERSION = 1  # the bag's one vocabulary, numbered as the node numbers its first
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    mode: str
-    short_side: int
-    background: bool | None
-    threshold: float
-    confidence_encoding: str
+    frame: FrameSettings
     overlay: bool
     storage: str
     overwrite: bool
+    cameras: tuple[CameraInputs, ...] = ()  # depth and camera_info of each camera (``camera_inputs``)
 
 
 @dataclass(frozen=True)
@@ -59,20 +68,55 @@ def copied_topics(reader, cameras: Sequence[str]) -> list[str]:
     return kept
 
 
+def camera_inputs(cameras: Sequence[str], depth_topics: Sequence[str],
+                  camera_info_topics: Sequence[str]) -> tuple[CameraInputs, ...]:
+    """Each camera's depth ("" = none) and camera_info (default: its sibling), paired with ``--topic`` in order."""
+    plans = topics.plan_cameras(cameras, lambda name: name, depth_topics or [""], camera_info_topics or [""])
+    return tuple(CameraInputs(plan.input, plan.depth, plan.camera_info) for plan in plans)
+
+
+def check_inputs(reader, cameras: Sequence[str], inputs: Sequence[CameraInputs]) -> None:
+    """The cameras' images, and the depth and camera_info of those with depth, are in the bag (BagError)."""
+    check_topics(reader, cameras)
+    check_topics(reader, [camera.depth for camera in inputs if camera.depth], ("sensor_msgs/msg/Image",))
+    check_topics(reader, [camera.camera_info for camera in inputs if camera.depth], ("sensor_msgs/msg/CameraInfo",))
+
+
+def _geometry(frame: PairedFrame, rgb_shape: tuple[int, ...]) -> FrameGeometry | None:
+    if frame.camera_info is None:
+        return None
+    try:
+        return frame_geometry(frame.camera_info, frame.depth, rgb_shape[0], rgb_shape[1], 1 << 30)
+    except GeometryError as error:
+        tqdm.write(f"note: {frame.item.topic} at {frame.item.timestamp} ns: {error}; the mask is written without it")
+        return None
+
+
 def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinoiser, options: SegmentOptions,
                 stop: threading.Event) -> SegmentResult:
     """Segment every frame until done or ``stop`` is set; the bag written so far is valid either way."""
     with open_bag(bag) as reader:
-        check_topics(reader, cameras)
+        check_inputs(reader, cameras, options.cameras)
         total = _frame_count(reader, cameras)
-        wanted = outputs.Wanted(confidence=True, class_confidences=True, overlay=options.overlay, class_maps=False)
-        names = engine.vocabulary.names
-        labelled: set[str] = set()
+        wanted = Wanted(confidence=True, class_confidences=True, overlay=options.overlay, class_maps=False,
+                        points=True, detections=True, detections_3d=True)
+        pipeline = FramePipeline(engine)
+        active = VersionedVocabulary(VERSION, engine.vocabulary)
+        pairing = BagPairing(list(options.cameras or camera_inputs(cameras, (), ())))
+        paired = set(pairing.topics()) - set(cameras) - {""}
         copied = copied_topics(reader, cameras)
         copy_raw = is_rosbag2(reader)
         frames = 0
         with BagWriter(out, options.storage, options.overwrite) as writer, \
                 tqdm(total=total, unit="frame", desc="segment", dynamic_ncols=True) as progress:
+
+            def segment(ready: list[PairedFrame]) -> None:
+                nonlocal frames
+                for frame in ready:
+                    _segment_one(frame, pipeline, active, options.frame, wanted, writer)
+                    frames += 1
+                    progress.update()
+
             for item in messages(reader, [*cameras, *copied]):
                 if stop.is_set():
                     break
@@ -80,22 +124,31 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                     writer.write_serialized(item.topic, item.msgtype, item.raw, item.timestamp)
                 else:
                     writer.write(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp)
-                if item.topic not in cameras:
-                    continue
-                rgb = to_rgb(item)
-                header = to_rclpy(item.message.header, "std_msgs/msg/Header")
-                if item.topic not in labelled:
-                    info = outputs.label_info(names, options.threshold, header)
-                    writer.write(topics.output_topic(item.topic, "label_info"), info, item.timestamp)
-                    labelled.add(item.topic)
-                segmentation = engine.segment(rgb, mode=options.mode, short_side=options.short_side,
-                                              background=options.background, probs=False)
-                produced = outputs.camera_messages(
-                    segmentation, rgb, header, version=1, threshold=options.threshold,
-                    confidence_encoding=options.confidence_encoding, wanted=wanted,
-                )
-                for name, output in produced.items():
-                    writer.write(topics.output_topic(item.topic, name), output, item.timestamp)
-                frames += 1
-                progress.update()
+                if item.topic in cameras:
+                    header = to_rclpy(item.message.header, "std_msgs/msg/Header")
+                    segment(pairing.add(item.topic, _Headed(header), item))
+                elif item.topic in paired:
+                    segment(pairing.add(item.topic, to_rclpy(item.message, item.msgtype)))
+            if not stop.is_set():
+                segment(pairing.flush())
         return SegmentResult(frames, total, frames < total)
+
+
+@dataclass(frozen=True)
+class _Headed:
+    """What pairing needs of a colour frame before it is decoded: its header."""
+
+    header: object
+
+
+def _segment_one(frame: PairedFrame, pipeline: FramePipeline, active: VersionedVocabulary, settings: FrameSettings,
+                 wanted: Wanted, writer: BagWriter) -> None:
+    item: BagMessage = frame.item
+    rgb = to_rgb(item)
+    camera_frame = CameraFrame(item.topic, frame.header, rgb, wanted, _geometry(frame, rgb.shape))
+    for result in pipeline.run([camera_frame], active, settings):
+        if isinstance(result, FrameFailure):
+            raise BagError(f"{item.topic}, frame at {item.timestamp} ns: the model failed: "
+                           f"{type(result.error).__name__}: {result.error}") from result.error
+        for name, output in result.messages:
+            writer.write(topics.output_topic(item.topic, name), output, item.timestamp)

@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("bag", type=Path)
     segment.add_argument("--topic", action="append", required=True, dest="topics",
                          help="an image topic (raw or compressed); repeat for several cameras")
+    segment.add_argument("--depth-topic", action="append", default=[], dest="depth_topics",
+                         help="the depth registered to the n-th --topic (16UC1 mm or 32FC1 m; '' for none): "
+                              "adds segmentation/points, camera_info and detections_3d")
+    segment.add_argument("--camera-info-topic", action="append", default=[], dest="camera_info_topics",
+                         help="the camera_info of the n-th --topic (default: its sibling <namespace>/camera_info)")
     segment.add_argument("--prompts", nargs="+", required=True, help="class names; class i gets mask value i")
     segment.add_argument("--out", type=Path, required=True, help="the rosbag2 folder to write")
     segment.add_argument("--overlay", action="store_true", help="also write segmentation/overlay")
@@ -129,19 +134,24 @@ def run_info(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def run_segment(args: argparse.Namespace, stop: threading.Event) -> int:
-    from clip_dinoiser_ros.bag.reading import check_topics, open_bag
-    from clip_dinoiser_ros.bag.segment import SegmentOptions, segment_bag
-    from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
+    from clip_dinoiser_ros.bag.reading import open_bag
+    from clip_dinoiser_ros.bag.segment import SegmentOptions, camera_inputs, check_inputs, segment_bag
+    from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
+    from clip_dinoiser_ros.pipeline.topics import TopicPlanError
 
     prepare_output(args.out, args.overwrite)
+    try:
+        cameras = camera_inputs(args.topics, args.depth_topics, args.camera_info_topics)
+    except TopicPlanError as error:
+        raise BagError(str(error).replace("depth_topics", "--depth-topic").replace(
+            "camera_info_topics", "--camera-info-topic").replace("image_topics", "--topic")) from error
     with open_bag(args.bag) as reader:  # a wrong bag or topic fails before the slow model load
-        check_topics(reader, args.topics)
+        check_inputs(reader, args.topics, cameras)
     engine = load_engine(args)
-    options = SegmentOptions(
-        mode=args.mode, short_side=args.short_side, background=BACKGROUND_SETTINGS[args.background],
-        threshold=args.confidence_threshold, confidence_encoding=args.confidence_encoding,
-        overlay=args.overlay, storage=args.storage, overwrite=args.overwrite,
-    )
+    frame = FrameSettings(mode=args.mode, short_side=args.short_side, background=args.background,
+                          threshold=args.confidence_threshold, confidence_encoding=args.confidence_encoding)
+    options = SegmentOptions(frame, overlay=args.overlay, storage=args.storage, overwrite=args.overwrite,
+                             cameras=cameras)
     started = time.perf_counter()
     result = segment_bag(args.bag, args.topics, args.out, engine, options, stop)
     seconds = time.perf_counter() - started
@@ -173,7 +183,7 @@ def run_record(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def run_from_images(args: argparse.Namespace, stop: threading.Event) -> int:
     from clip_dinoiser_ros.bag.from_images import ImageSequence, image_files, pair_labels, write_sequence
-    from clip_dinoiser_ros.ros.topics import is_compressed
+    from clip_dinoiser_ros.pipeline.topics import is_compressed
 
     if args.compressed != is_compressed(args.topic):
         raise BagError(f"--topic {args.topic}: compressed images go on a topic ending in /compressed, raw ones "

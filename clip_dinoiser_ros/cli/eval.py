@@ -25,6 +25,7 @@ from clip_dinoiser_ros.evaluation import ConfusionMatrix, scores, write_reports
 from clip_dinoiser_ros.evaluation.benchmarks import IGNORE_INDEX, Benchmark, benchmarks, read_ground_truth, samples
 from clip_dinoiser_ros.evaluation.benchmarks import protocol as benchmark_protocol
 from clip_dinoiser_ros.distributed import Ranks
+from clip_dinoiser_ros.extras import missing_extra
 from clip_dinoiser_ros.model.heads_download import PUBLISHED, PUBLISHED_HEADS, sha256_of
 from clip_dinoiser_ros.provenance import versions
 from clip_dinoiser_ros.evaluation.protocol import predict
@@ -94,6 +95,9 @@ def table_row(benchmark: Benchmark, miou: float) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if (missing := missing_extra("eval")) is not None:  # before any work, not hours into it
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     chosen = list(benchmarks().values()) if args.all else [benchmarks()[name] for name in args.datasets]
     try:
         check_model_arguments(args)

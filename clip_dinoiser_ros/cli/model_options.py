@@ -19,7 +19,6 @@ from clip_dinoiser_ros.visualization import RANDOM_NOTICE
 if TYPE_CHECKING:
     from clip_dinoiser_ros.model import ClipDinoiser
 
-RANDOM_SEED = 0
 NO_HEADS_MESSAGE = (
     "CLIP-DINOiser needs its trained heads: --heads published (the default: the paper's checkpoint from "
     "github.com/wysoczanska/clip_dinoiser, downloaded once), an http(s) URL, or --heads PATH to a local "
@@ -77,59 +76,31 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 
 def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
     """The engine with the prompts active, and a description of its weights for the outputs."""
-    import torch
+    from clip_dinoiser_ros.model import CheckpointError, WeightsUnavailableError
+    from clip_dinoiser_ros.model.build import EngineSettings, build_engine as build
 
-    from clip_dinoiser_ros.model import (
-        CheckpointError,
-        ClipDinoiser,
-        WeightsUnavailableError,
-        load_clip,
-        random_clip,
-    )
-    from clip_dinoiser_ros.model.heads import read_checkpoint
-    from clip_dinoiser_ros.model.precision import resolve_precision
-
-    device = resolve_device(args.device)
-    try:
-        resolve_precision(args.precision, torch.device(device))  # before the slow model load
-    except ValueError as error:
-        raise SetupError(f"--precision: {error}") from error
+    settings = EngineSettings(device=args.device, precision=args.precision, clip_model=args.clip_model,
+                              clip_pretrained=args.clip_pretrained, heads=args.heads or "",
+                              random_weights=args.random_weights)
     started = time.perf_counter()
-    if args.random_weights:
-        torch.manual_seed(RANDOM_SEED)  # the random heads, reproducible between runs
-        clip_model, heads, weights = random_clip(args.clip_model, device=device), None, RANDOM_NOTICE
-    else:
-        try:
-            heads = read_checkpoint(args.heads)  # a bad heads source fails before the slow CLIP loading
-        except CheckpointError as error:
-            raise SetupError(f"--heads: {error}; expected the published checkpoints/last.pt of CLIP-DINOiser") from error
-        except WeightsUnavailableError as error:
-            raise SetupError(f"{error}\n(on the command line: --heads PATH)") from error
-        try:
-            clip_model = load_clip(args.clip_model, args.clip_pretrained, device=device)
-        except WeightsUnavailableError as error:
-            raise SetupError(f"{error}\n(on the command line: --clip-pretrained PATH)") from error
-        except ValueError as error:  # e.g. a tag the model does not have
-            raise SetupError(str(error)) from error
-        weights = f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
-    engine = ClipDinoiser(clip_model, heads, device=device, precision=args.precision)
+    try:
+        engine = build(settings)
+    except CheckpointError as error:
+        raise SetupError(f"--heads: {error}; expected the published checkpoints/last.pt of CLIP-DINOiser") from error
+    except WeightsUnavailableError as error:
+        option = "--clip-pretrained" if str(error).startswith("CLIP weights") else "--heads"
+        raise SetupError(f"{error}\n(on the command line: {option} PATH)") from error
+    except ValueError as error:  # no CUDA for --device cuda, a precision the device lacks, a tag the model lacks
+        option = {"precision": "--precision: ", "device": "--device: "}.get(str(error).split(" ", 1)[0], "")
+        raise SetupError(f"{option}{error}") from error
     if args.short_side < engine.patch_size:
         raise SetupError(f"--short-side {args.short_side} is smaller than the patch size {engine.patch_size}")
     loaded = time.perf_counter()
     engine.set_prompts(args.prompts)
     print(
-        f"loaded {args.clip_model} on {device} in {loaded - started:.1f} s, "
+        f"loaded {args.clip_model} on {engine.device} in {loaded - started:.1f} s, "
         f"encoded {len(args.prompts)} prompts in {time.perf_counter() - loaded:.1f} s",
         file=sys.stderr,
     )
+    weights = RANDOM_NOTICE if args.random_weights else f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
     return engine, weights
-
-
-def resolve_device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SetupError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-    return choice

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from clip_dinoiser_ros.extras import missing_extra
 from clip_dinoiser_ros.model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, PRECISIONS
 from clip_dinoiser_ros.model.errors import CheckpointError, WeightsUnavailableError
 from clip_dinoiser_ros.train.settings import TrainSettings
@@ -88,6 +89,9 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if (missing := missing_extra("train")) is not None:  # before any work, not hours into it
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     settings = settings_from(args)
     try:
         settings.check()

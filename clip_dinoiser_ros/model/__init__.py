@@ -14,8 +14,9 @@ _HOMES = {
     "ClassPrompt": "vocabulary",
     "ClipDinoiser": "engine",
     "DinoiserHeads": "heads",
+    "EncodingCancelled": "errors",
     "Segmentation": "engine",
-    "Vocabulary": "text_encoder",
+    "Vocabulary": "vocabulary",
     "WeightsUnavailableError": "errors",
     "build_heads": "heads",
     "load_clip": "clip_loading",
@@ -29,10 +30,9 @@ __all__ = sorted(_HOMES)
 if TYPE_CHECKING:
     from .clip_loading import load_clip, random_clip
     from .engine import ClipDinoiser, Segmentation
-    from .errors import CheckpointError, WeightsUnavailableError
+    from .errors import CheckpointError, EncodingCancelled, WeightsUnavailableError
     from .heads import DinoiserHeads, build_heads, save_checkpoint
-    from .text_encoder import Vocabulary
-    from .vocabulary import ClassPrompt, parse_prompts
+    from .vocabulary import ClassPrompt, Vocabulary, parse_prompts
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -58,7 +59,13 @@ def resolve_pretrained_file(model_name: str, pretrained: str, cache_dir: Optiona
 def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, device: str = "cpu") -> nn.Module:
     """A frozen open_clip model in eval mode; ``pretrained`` is an open_clip tag or a local file path."""
     weights = resolve_pretrained_file(model_name, pretrained)
-    model = open_clip.create_model(model_name, pretrained=weights, device=device)
+    try:
+        model = open_clip.create_model(model_name, pretrained=weights, device=device)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as error:
+        # torch.load and load_state_dict name neither the file nor the model: say which, keep their reason
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+        raise ValueError(f"CLIP weights {weights} cannot be loaded into {model_name}: "
+                         f"{type(error).__name__}: {reason}") from error
     return freeze(model)
 
 

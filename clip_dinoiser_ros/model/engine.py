@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import open_clip
@@ -16,7 +16,8 @@ from .full_resolution import FullResolution, full_resolution
 from .guided_pooling import class_probabilities, filter_background, guided_pool, patch_correlation
 from .heads import HeadsSource, build_heads
 from .precision import autocast, resolve_precision
-from .text_encoder import PromptEncoder, Vocabulary
+from .text_encoder import PromptEncoder
+from .vocabulary import Vocabulary
 from .templates import TemplatesSpec
 from .choices import MODES
 from .vocabulary import uses_background
@@ -73,10 +74,11 @@ class ClipDinoiser:
     def vocabulary(self) -> Optional[Vocabulary]:
         return self._vocabulary
 
-    def encode_prompts(self, prompts: Sequence[str], **limits: int) -> Vocabulary:
-        """Embeddings for ``prompts`` without changing the active vocabulary (thread-safe)."""
+    def encode_prompts(self, prompts: Sequence[str], cancelled: Optional[Callable[[], bool]] = None,
+                       **limits: int) -> Vocabulary:
+        """Embeddings for ``prompts`` without changing the active vocabulary (thread-safe, cancellable)."""
         with torch.inference_mode():
-            return self.prompt_encoder.encode(prompts, **limits)
+            return self.prompt_encoder.encode(prompts, cancelled, **limits)
 
     def set_prompts(self, prompts: Sequence[str]) -> Vocabulary:
         """Encode and activate ``prompts``; the switch is a single assignment."""

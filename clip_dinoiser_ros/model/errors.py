@@ -7,3 +7,7 @@ class WeightsUnavailableError(RuntimeError):
 
 class CheckpointError(ValueError):
     """A heads checkpoint is unreadable or does not have the published layout."""
+
+
+class EncodingCancelled(Exception):
+    """A vocabulary's encoding was stopped between batches by its caller (shutting down)."""

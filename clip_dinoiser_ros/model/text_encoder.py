@@ -7,33 +7,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import EncodingCancelled
 from .templates import TemplatesSpec, resolve_templates
-from .vocabulary import ClassPrompt, parse_prompts
+from .vocabulary import Vocabulary, parse_prompts
 
 TEXT_BATCH = 256
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """An encoded prompt list: one row of ``text_embeddings`` per synonym, mapped to its class."""
-
-    classes: tuple[ClassPrompt, ...]
-    text_embeddings: torch.Tensor  # (S, E), L2-normalised, CPU float32
-    synonym_to_class: torch.Tensor  # (S,) int64
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.classes)
-
-    def __len__(self) -> int:
-        return len(self.classes)
+Cancelled = Callable[[], bool]  # asked between batches: stop now?
 
 
 class PromptEncoder:
@@ -47,13 +33,17 @@ class PromptEncoder:
         self._lock = threading.Lock()
         self._tower = _CausalTextTower.from_model(clip_model)
 
-    def encode(self, prompts: Sequence[str], **limits: int) -> Vocabulary:
-        """Validate ``prompts`` and return their embeddings; known prompts cost a dict look-up."""
+    def encode(self, prompts: Sequence[str], cancelled: Optional[Cancelled] = None, **limits: int) -> Vocabulary:
+        """Validate ``prompts`` and return their embeddings; known prompts cost a dict look-up.
+
+        ``cancelled`` is asked between text batches (a 100-class list is ~30 of them on a CPU); when it
+        answers True, EncodingCancelled is raised and nothing is cached.
+        """
         classes = parse_prompts(prompts, **limits)
         texts = [s for c in classes for s in c.synonyms]
         missing = list(dict.fromkeys(t for t in texts if (self.templates_key, t) not in self._cache))
         if missing:
-            embeddings = self.embed_class_names(missing)
+            embeddings = self.embed_class_names(missing, cancelled)
             with self._lock:
                 for text, embedding in zip(missing, embeddings):
                     self._cache[(self.templates_key, text)] = embedding
@@ -62,27 +52,34 @@ class PromptEncoder:
         return Vocabulary(classes=classes, text_embeddings=rows, synonym_to_class=owners)
 
     @torch.no_grad()
-    def embed_class_names(self, names: Sequence[str]) -> torch.Tensor:
+    def embed_class_names(self, names: Sequence[str], cancelled: Optional[Cancelled] = None) -> torch.Tensor:
         """(N, E): per name, the normalised mean of its normalised template embeddings."""
         strings = [template(name) for name in names for template in self.templates]
         tokens = self.tokenizer(strings)
-        features = F.normalize(self.encode_tokens(tokens).float(), dim=-1)
+        features = F.normalize(self.encode_tokens(tokens, cancelled).float(), dim=-1)
         per_name = features.view(len(names), len(self.templates), -1).mean(dim=1)
         return F.normalize(per_name, dim=-1).cpu()
 
-    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def encode_tokens(self, tokens: torch.Tensor, cancelled: Optional[Cancelled] = None) -> torch.Tensor:
         """Same result as ``encode_text(tokens)``, cut to each batch's real length when that is exact."""
         device = next(self.model.parameters()).device
         tokens = tokens.to(device)
         if self._tower is None:
-            return torch.cat([self.model.encode_text(chunk) for chunk in tokens.split(TEXT_BATCH)])
+            return torch.cat([self.model.encode_text(_checked(chunk, cancelled)) for chunk in tokens.split(TEXT_BATCH)])
         lengths = tokens.argmax(dim=-1) + 1
         order = lengths.argsort()
         out = torch.empty(len(tokens), self._tower.output_dim, device=device)
         for index in order.split(TEXT_BATCH):
+            _checked(index, cancelled)
             length = int(lengths[index].max())
             out[index] = self._tower(tokens[index, :length]).float()
         return out
+
+
+def _checked(batch: torch.Tensor, cancelled: Optional[Cancelled]) -> torch.Tensor:
+    if cancelled is not None and cancelled():
+        raise EncodingCancelled("vocabulary encoding cancelled")
+    return batch
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 if TYPE_CHECKING:
-    from .text_encoder import Vocabulary
+    import torch
 
 SYNONYM_SEPARATOR = "|"
 DEFAULT_MAX_PROMPTS = 256
@@ -24,6 +24,22 @@ class ClassPrompt:
 
     name: str
     synonyms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An encoded prompt list: one row of ``text_embeddings`` per synonym, mapped to its class."""
+
+    classes: tuple[ClassPrompt, ...]
+    text_embeddings: torch.Tensor  # (S, E), L2-normalised, CPU float32
+    synonym_to_class: torch.Tensor  # (S,) int64
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
 
 
 def parse_prompt(prompt: str) -> ClassPrompt:

@@ -1,1 +1,1 @@
-"""ROS 2 side of the package: message conversions and the segmentation node."""
+"""The ROS 2 shell: the lifecycle node, its parameters, entry point and diagnostics (all of rclpy is here)."""

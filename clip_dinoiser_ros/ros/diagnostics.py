@@ -1,7 +1,8 @@
 """Health figures for /diagnostics: per-camera rates, drops and latency, and the vocabulary's state.
 
 Levels describe the last ``WINDOW_S`` seconds, not the time since start: a WARN clears by itself once
-its cause has stopped. Times are monotonic, so levels behave the same under ``use_sim_time``.
+its cause has stopped. A bad input (rejected) and a frame the model failed on (failed) are counted
+apart; when every frame has failed for ``WINDOW_S`` the camera is in ERROR. Times are monotonic, so levels behave the same under ``use_sim_time``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 LATENCY_WINDOW = 200  # frames behind the latency percentiles
 WINDOW_S = 5.0  # seconds a problem keeps its WARN after it was last seen
+LOG_THROTTLE_S = 2.0  # a bad input is logged at most this often per place
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,12 @@ class CameraReport:
     received: int
     published: int
     rejected: int
+    failed: int
     recently_received: int
     recently_published: int
     recently_rejected: int
+    recently_failed: int
+    failing_for_s: float  # since the first failure after the last published frame; 0 when not failing
     last_error: str
     latency_p50_ms: float
     latency_p95_ms: float
@@ -40,10 +45,11 @@ class CameraStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._received = self._published = self._rejected = 0
+        self._received = self._published = self._rejected = self._failed = 0
+        self._failing_since: Optional[float] = None
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._history: deque[tuple[float, int, int, int]] = deque([(time.monotonic(), 0, 0, 0)])
+        self._history: deque[tuple[float, int, int, int, int]] = deque([(time.monotonic(), 0, 0, 0, 0)])
 
     def on_received(self) -> None:
         with self._lock:
@@ -52,6 +58,7 @@ class CameraStats:
     def on_published(self, latency_s: float) -> None:
         with self._lock:
             self._published += 1
+            self._failing_since = None
             self._latencies.append(latency_s)
 
     def on_rejected(self, reason: str) -> None:
@@ -59,11 +66,19 @@ class CameraStats:
             self._rejected += 1
             self._last_error = reason
 
+    def on_model_failed(self, reason: str) -> None:
+        with self._lock:
+            self._failed += 1
+            self._last_error = reason
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+
     def report(self) -> CameraReport:
         """Rates since the previous report, counts over the window, latency over the last frames."""
         with self._lock:
             now = time.monotonic()
-            counts = (self._received, self._published, self._rejected)
+            counts = (self._received, self._published, self._rejected, self._failed)
+            failing_for = 0.0 if self._failing_since is None else now - self._failing_since
             previous_time, *previous = self._history[-1]
             while len(self._history) > 1 and now - self._history[1][0] >= WINDOW_S:
                 self._history.popleft()
@@ -76,15 +91,22 @@ class CameraStats:
         return CameraReport(
             input_hz=(counts[0] - previous[0]) / elapsed,
             output_hz=(counts[1] - previous[1]) / elapsed,
-            received=counts[0], published=counts[1], rejected=counts[2],
+            received=counts[0], published=counts[1], rejected=counts[2], failed=counts[3],
             recently_received=recent[0], recently_published=recent[1], recently_rejected=recent[2],
-            last_error=self._last_error, latency_p50_ms=float(p50), latency_p95_ms=float(p95),
+            recently_failed=recent[3], failing_for_s=failing_for, last_error=self._last_error, latency_p50_ms=float(p50), latency_p95_ms=float(p95),
         )
 
 
-def camera_status(name: str, report: CameraReport, dropped: int, context: dict[str, str]) -> DiagnosticStatus:
+def camera_status(name: str, report: CameraReport, dropped: int, stale: int,
+                  context: dict[str, str]) -> DiagnosticStatus:
     level, message = DiagnosticStatus.OK, "ok"
-    if report.recently_rejected:
+    if report.failing_for_s >= WINDOW_S:
+        level = DiagnosticStatus.ERROR
+        message = f"every frame failed in the model for {report.failing_for_s:.0f} s; last: {report.last_error}"
+    elif report.recently_failed:
+        level = DiagnosticStatus.WARN
+        message = f"{report.recently_failed} frames failed in the model in the last {WINDOW_S:g} s; last: {report.last_error}"
+    elif report.recently_rejected:
         level = DiagnosticStatus.WARN
         message = f"{report.recently_rejected} frames rejected in the last {WINDOW_S:g} s; last: {report.last_error}"
     elif report.recently_received and not report.recently_published:
@@ -96,11 +118,13 @@ def camera_status(name: str, report: CameraReport, dropped: int, context: dict[s
         "frames_published": str(report.published),
         "frames_dropped": str(dropped),
         "frames_rejected": str(report.rejected),
+        "frames_failed": str(report.failed),
+        "frames_stale": str(stale),
         "latency_p50_ms": f"{report.latency_p50_ms:.1f}",
         "latency_p95_ms": f"{report.latency_p95_ms:.1f}",
         **context,
     }
-    return _status(level, name, message, context.get("device", ""), values)
+    return diagnostic_status(level, name, message, context.get("device", ""), values)
 
 
 class VocabularyHealth:
@@ -119,9 +143,9 @@ class VocabularyHealth:
         else:
             level, message = DiagnosticStatus.OK, "ok"
         values = {**context, "last_failure": failure[1] if failure else ""}
-        return _status(level, name, message, context.get("device", ""), values)
+        return diagnostic_status(level, name, message, context.get("device", ""), values)
 
 
-def _status(level: bytes, name: str, message: str, hardware_id: str, values: dict[str, str]) -> DiagnosticStatus:
+def diagnostic_status(level: bytes, name: str, message: str, hardware_id: str, values: dict[str, str]) -> DiagnosticStatus:
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=k, value=v) for k, v in values.items()])

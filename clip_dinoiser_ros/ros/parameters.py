@@ -139,6 +139,12 @@ def _topic_list_problem(topics: list[str]) -> Optional[str]:
     return None
 
 
+def _optional_topics_problem(topics: list[str]) -> Optional[str]:
+    """Entries are topic names or "" (the camera's default); the count is checked against image_topics at activate."""
+    named = [topic for topic in topics if topic]
+    return _topic_list_problem(named) if named else (None if topics else "the list is empty")
+
+
 def _device_problem(device: str) -> Optional[str]:
     if device in ("auto", "cpu", "cuda"):
         return None
@@ -161,6 +167,24 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   REACTIVATE, check=_topic_list_problem, rule="a non-empty list of distinct topic names"),
     ParameterSpec("input_reliability", "best_effort", "QoS reliability of the image subscriptions", REACTIVATE,
                   choices=("best_effort", "reliable")),
+    ParameterSpec("depth_topics", [""],
+                  "Depth images registered to each colour camera (16UC1 millimetres or 32FC1 metres), one entry per "
+                  "image_topics entry, '' for none: the camera then publishes segmentation/points and detections_3d",
+                  REACTIVATE, check=_optional_topics_problem,
+                  rule="one topic name or '' per image_topics entry, or [''] for no depth at all"),
+    ParameterSpec("camera_info_topics", [""],
+                  "camera_info of each colour camera, one entry per image_topics entry; '' = the image topic's "
+                  "sibling <namespace>/camera_info, as image_transport names it", REACTIVATE,
+                  check=_optional_topics_problem,
+                  rule="one topic name or '' per image_topics entry, or [''] for the siblings of all"),
+    ParameterSpec("sync", "exact", "How colour, depth and camera_info are paired: identical stamps, or within "
+                  "sync_slop_s (approximate)", REACTIVATE, choices=("exact", "approximate")),
+    ParameterSpec("sync_slop_s", 0.02, "approximate sync: the largest stamp difference of a pair, in seconds",
+                  REACTIVATE, value_range=(0.0, 1.0)),
+    ParameterSpec("max_depth_m", 10.0, "Points farther than this are NaN in segmentation/points", LIVE,
+                  value_range=(0.0, 1000.0)),
+    ParameterSpec("min_object_pixels", 50, "Smallest connected region of a class reported in segmentation/detections",
+                  LIVE, value_range=(1, 1 << 24)),
     ParameterSpec("max_prompts", 100, "Largest accepted prompt list", LIVE, value_range=(1, 1000)),
     ParameterSpec("max_prompt_length", 200, "Longest accepted prompt, in characters", LIVE, value_range=(1, 1000)),
     ParameterSpec("prompts", ["floor", "wall", "person", "chair|seat", "table"],

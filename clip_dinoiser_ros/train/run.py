@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..distributed import Ranks
+from ..model.build import resolve_device
 from ..model.clip_loading import load_clip, random_clip
 from ..model.heads import save_checkpoint
 from ..model.heads_download import cache_dir
@@ -46,7 +47,7 @@ class TrainResult:
 def train(settings: TrainSettings) -> TrainResult:
     """Train the heads as ``settings`` say; every process of a torchrun job calls this."""
     settings.check()
-    device = choose_device(settings.device)
+    device = resolve_device(settings.device)
     ranks = Ranks(device.type)
     try:
         if device.type == "cuda" and ranks.world > 1:
@@ -55,12 +56,6 @@ def train(settings: TrainSettings) -> TrainResult:
         return Trainer(settings, ranks, device).run()
     finally:
         ranks.close()
-
-
-def choose_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible to torch (use --device cpu)")
-    return torch.device("cuda" if choice in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
 class Trainer:

@@ -92,20 +92,11 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
-    """Decode a raw ``sensor_msgs/Image`` into an HxWx3 uint8 RGB, C-contiguous array.
-
-    Every check runs before any allocation, so a huge or malformed frame costs nothing. For rgb8
-    without row padding the result is a zero-copy view on ``msg.data`` (read-only if that is bytes).
-    """
-    layout = _RAW_LAYOUTS.get(msg.encoding)
-    if layout is None:
-        raise _unsupported(msg.encoding)
+def _raw_pixels(msg: Image, channels: int, itemsize: int, kind: str, max_pixels: int) -> np.ndarray:
+    """(H, W[, C]) view on ``msg.data`` in native values; every check runs before any allocation."""
     width, height, step = msg.width, msg.height, msg.step
     _check_size(width, height, max_pixels)
-    if msg.encoding in _YUV422 and width % 2:
-        raise ImageDecodeError(f"width {width} is odd, but {msg.encoding} packs pixels in pairs")
-    pixel_bytes = layout.channels * layout.itemsize
+    pixel_bytes = channels * itemsize
     row_bytes = width * pixel_bytes
     if step < row_bytes:
         raise ImageDecodeError(
@@ -118,13 +109,44 @@ def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
         )
     rows = np.frombuffer(msg.data, dtype=np.uint8, count=needed).reshape(height, step)
     rows = rows[:, :row_bytes]
-    if layout.itemsize > 1:
+    if itemsize > 1 or kind != "u":
         byteorder = ">" if msg.is_bigendian else "<"
-        rows = rows.view(np.dtype(f"{byteorder}u{layout.itemsize}"))
-    pixels = rows.reshape(height, width, layout.channels)
-    if layout.channels == 1:
-        pixels = pixels[:, :, 0]
-    return layout.to_rgb(pixels)
+        rows = rows.view(np.dtype(f"{byteorder}{kind}{itemsize}"))
+    pixels = rows.reshape(height, width, channels)
+    return pixels[:, :, 0] if channels == 1 else pixels
+
+
+def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
+    """Decode a raw ``sensor_msgs/Image`` into an HxWx3 uint8 RGB, C-contiguous array.
+
+    Every check runs before any allocation, so a huge or malformed frame costs nothing. For rgb8
+    without row padding the result is a zero-copy view on ``msg.data`` (read-only if that is bytes).
+    """
+    layout = _RAW_LAYOUTS.get(msg.encoding)
+    if layout is None:
+        raise _unsupported(msg.encoding)
+    if msg.encoding in _YUV422 and msg.width % 2:
+        raise ImageDecodeError(f"width {msg.width} is odd, but {msg.encoding} packs pixels in pairs")
+    return layout.to_rgb(_raw_pixels(msg, layout.channels, layout.itemsize, "u", max_pixels))
+
+
+# depth_image_proc's conventions: 16UC1 in millimetres, 32FC1 in metres; 0, NaN and inf mean no depth.
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+
+
+def image_to_depth(msg: Image, max_pixels: int) -> np.ndarray:
+    """Decode a depth image into (H, W) float32 metres with NaN where there is no depth."""
+    if msg.encoding == "16UC1":
+        millimetres = _raw_pixels(msg, 1, 2, "u", max_pixels)
+        metres = millimetres.astype(np.float32) * np.float32(0.001)
+        metres[millimetres == 0] = np.nan
+        return metres
+    if msg.encoding == "32FC1":
+        metres = _raw_pixels(msg, 1, 4, "f", max_pixels).astype(np.float32)  # a native copy
+        metres[~np.isfinite(metres) | (metres <= 0.0)] = np.nan
+        return metres
+    raise ImageDecodeError(f"depth encoding {msg.encoding!r} is not supported: expected 16UC1 (millimetres) "
+                           f"or 32FC1 (metres), as depth_image_proc publishes")
 
 
 def _check_compressed_format(fmt: str) -> None:

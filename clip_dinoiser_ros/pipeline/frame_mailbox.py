@@ -4,6 +4,12 @@ Each camera has one slot: a new frame replaces the waiting one (counted as dropp
 always processes the newest frame and nothing queues up behind a slow model. The rate limit counts on
 a clock the owner chooses (ROS time for the node, so a bag played with ``--clock`` is limited in its own
 time); waiting and time-outs are always monotonic.
+
+A camera with depth puts each colour frame twice: at once alone, held back for a moment (``hold_s``),
+and again, complete, when its depth and camera_info have been paired with it. Both carry the frame's
+stamp as ``key``: the complete one takes the alone one's place without counting a drop, the alone one
+never replaces its complete twin, and a complete frame whose stamp was taken already (alone) is refused.
+An alone frame is always a new frame, even with a stamp seen before (a camera whose clock is stuck).
 """
 from __future__ import annotations
 
@@ -18,8 +24,14 @@ class Frame:
     camera: str
     message: Any
     received: float  # time.monotonic() at arrival
+    key: Optional[int] = None  # the frame's stamp in ns, for cameras whose frames come twice
+    complete: bool = True
+    ready: float = 0.0  # time.monotonic() from which it may be taken
 
 
+# A stamp this far behind the last one taken starts a new sequence (a bag played again, a camera restarted)
+# instead of being refused as a latecomer.
+RESTART_NS = 1_000_000_000
 POLL_S = 0.05  # how often a wait for the rate limit looks at a clock that may not be monotonic
 
 
@@ -30,17 +42,32 @@ class FrameMailbox:
         self._slots: dict[str, Optional[Frame]] = {c: None for c in cameras}
         self._last_taken: dict[str, float] = {c: float("-inf") for c in cameras}
         self._dropped: dict[str, int] = {c: 0 for c in cameras}
+        self._last_key: dict[str, float] = {c: float("-inf") for c in cameras}
         self._next = 0
         self._closed = False
         self._condition = threading.Condition()
 
-    def put(self, camera: str, message: Any) -> None:
-        frame = Frame(camera, message, time.monotonic())
+    def put(self, camera: str, message: Any, key: Optional[int] = None, complete: bool = True,
+            hold_s: float = 0.0) -> bool:
+        """Offer a frame; False when refused: a complete frame whose stamp was taken already, or an alone frame
+        whose complete twin waits."""
+        now = time.monotonic()
+        frame = Frame(camera, message, now, key, complete, now + hold_s)
         with self._condition:
-            if self._slots[camera] is not None:
+            waiting = self._slots[camera]
+            twin_waits = waiting is not None and key is not None and waiting.key == key
+            taken = key is not None and self._last_key[camera] - RESTART_NS < key <= self._last_key[camera]
+            if complete and taken and not twin_waits:
+                return False
+            if twin_waits:
+                if waiting.complete and not complete:
+                    return False
+                frame = Frame(camera, message, waiting.received, key, complete, min(frame.ready, waiting.ready))
+            elif waiting is not None:
                 self._dropped[camera] += 1
             self._slots[camera] = frame
             self._condition.notify()
+            return True
 
     def take_one(self, min_interval: float = 0.0, timeout: Optional[float] = None) -> list[Frame]:
         """[the newest frame of the next camera in round-robin order that is due]; [] on timeout/close."""
@@ -79,10 +106,12 @@ class FrameMailbox:
                 continue
             if self._last_taken[camera] > now:  # the clock went back: a bag played again from its start
                 self._last_taken[camera] = float("-inf")
-            due = self._last_taken[camera] + min_interval
+            due = max(self._last_taken[camera] + min_interval, now + self._slots[camera].ready - time.monotonic())
             if due <= now:
                 frame, self._slots[camera] = self._slots[camera], None
                 self._last_taken[camera] = now
+                if frame.key is not None:
+                    self._last_key[camera] = frame.key
                 self._next = (self._cameras.index(camera) + 1) % count
                 return frame, None
             wait = due - now if wait is None else min(wait, due - now)

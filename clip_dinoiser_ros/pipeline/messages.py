@@ -32,7 +32,14 @@ class Wanted:
     class_confidences: bool
     overlay: bool
     class_maps: bool
+    points: bool = False
+    detections: bool = False
+    detections_3d: bool = False
 
+
+def stamp_ns(message: Any) -> int:
+    """The header stamp in ns: frames are paired, and masks matched with labels, by it."""
+    return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
 
 
 def thresholded_labels(segmentation: Segmentation, threshold: float) -> np.ndarray:
@@ -97,10 +104,10 @@ def class_confidences(segmentation: Segmentation, labels: np.ndarray, version: i
     )
 
 
-def camera_messages(segmentation: Segmentation, rgb: np.ndarray, header: Header, *, version: int, threshold: float,
-                    confidence_encoding: str, wanted: Wanted) -> dict[str, Any]:
-    """One frame's messages by output name (topics.OUTPUTS), the mask first; per-class maps are not among them."""
-    labels = thresholded_labels(segmentation, threshold)
+def camera_messages(segmentation: Segmentation, labels: np.ndarray, rgb: np.ndarray, header: Header, *,
+                    version: int, confidence_encoding: str, wanted: Wanted) -> dict[str, Any]:
+    """One frame's 2D messages by output name (``labels``: thresholded), the mask first; per-class maps and
+    the 3D outputs are not among them."""
     messages: dict[str, Any] = {"mask": mask_image(labels, header)}
     if wanted.confidence:
         messages["confidence"] = confidence_image(segmentation.confidence, confidence_encoding, header)

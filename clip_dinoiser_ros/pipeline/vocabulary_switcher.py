@@ -1,19 +1,24 @@
 """Encodes new prompt lists off the frame path and switches the active vocabulary atomically.
 
-Requests carry increasing version numbers; while one is being encoded, newer requests replace the
-waiting one (the last wins, nothing piles up), and a result that is already outdated is discarded.
-Asking again for the prompts in effect, with nothing else queued, changes nothing and keeps their
-version. The encoding thread exists only while there is something to encode (see torch_threads).
+Requests carry increasing version numbers, drawn from a counter the owner keeps for the life of the
+process (so a version never names two vocabularies, across cleanup and configure too); while one is
+being encoded, newer requests replace the waiting one (the last wins, nothing piles up), and a result
+that is already outdated is discarded. Asking again for the prompts in effect, with nothing else queued,
+changes nothing and keeps their version. The encoding thread exists only while there is something to
+encode (see torch_threads); ``close`` cancels an encoding between its batches and waits a bounded time.
 """
 from __future__ import annotations
 
+import logging
 import threading
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 if TYPE_CHECKING:
     from ..model import Vocabulary
 
-Encoder = Callable[[Sequence[str]], "Vocabulary"]
+Encoder = Callable[[Sequence[str], Callable[[], bool]], "Vocabulary"]  # (prompts, cancelled) -> vocabulary
+CLOSE_TIMEOUT_S = 1.0  # a batch of the text tower takes about that on a 2-core CPU; then it is abandoned
+_log = logging.getLogger(__name__)
 
 
 class VocabularySwitcher:
@@ -24,13 +29,14 @@ class VocabularySwitcher:
         on_error: Callable[[int, Exception], None],
         initial: tuple[int, Vocabulary],
         initial_prompts: Sequence[str],
+        versions: Iterator[int],
     ) -> None:
         self._encode = encode
         self._on_ready = on_ready
         self._on_error = on_error
         self._active = initial
         self._active_prompts = list(initial_prompts)
-        self._last_version = initial[0]
+        self._versions = versions
         self._pending: Optional[tuple[int, list[str]]] = None
         self._encoding: Optional[int] = None  # the version being encoded now
         self._lock = threading.Lock()
@@ -60,19 +66,26 @@ class VocabularySwitcher:
         with self._lock:
             if self._pending is None and self._encoding is None and list(prompts) == self._active_prompts:
                 return self._active[0]
-            self._last_version += 1
-            self._pending = (self._last_version, list(prompts))
+            version = next(self._versions)
+            self._pending = (version, list(prompts))
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="vocabulary-encoder", daemon=True)
                 self._thread.start()
-            return self._last_version
+            return version
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Stop encoding (cancelled at the next batch) and forget the encoder; False if it is still running."""
         with self._lock:
             self._closed = True
+            self._pending = None
             thread = self._thread
         if thread is not None:
-            thread.join(timeout=30)
+            thread.join(timeout=timeout)
+        self._encode = self._on_ready = self._on_error = _closed  # the model and its owner are let go
+        return thread is None or not thread.is_alive()
+
+    def _cancelled(self) -> bool:
+        return self._closed
 
     def _run(self) -> None:
         """Encode until nothing is pending, then end (the thread is forgotten under the lock)."""
@@ -84,12 +97,14 @@ class VocabularySwitcher:
                 version, prompts = self._pending
                 self._pending = None
                 self._encoding = version
+            encode, on_ready, on_error = self._encode, self._on_ready, self._on_error
             try:
-                vocabulary = self._encode(prompts)
+                vocabulary = encode(prompts, self._cancelled)
             except Exception as error:  # reported, the old vocabulary stays
                 with self._lock:
                     self._encoding = None
-                self._on_error(version, error)
+                if not self._closed:
+                    _notify(on_error, version, error)
                 continue
             with self._lock:
                 self._encoding = None
@@ -97,4 +112,16 @@ class VocabularySwitcher:
                     continue  # a newer request is waiting: this result is already outdated
                 self._active = (version, vocabulary)
                 self._active_prompts = prompts
-            self._on_ready(version, vocabulary)
+            _notify(on_ready, version, vocabulary)
+
+
+def _notify(callback: Callable[..., None], *args: object) -> None:
+    """A callback that raises is logged; the encoder keeps serving the next request."""
+    try:
+        callback(*args)
+    except Exception:  # noqa: BLE001 - the owner's bug must not end vocabulary switching for good
+        _log.exception("vocabulary callback failed")
+
+
+def _closed(*_args: object) -> None:
+    raise RuntimeError("the vocabulary switcher is closed")

@@ -1,0 +1,108 @@
+"""Recorded colour frames paired with their depth and camera_info, as the node pairs them live.
+
+The same message_filters synchronizer as the node (``sync: exact``) over the bag's messages in order. A
+colour frame waits until its pair is complete, or until ``SYNC_QUEUE`` newer frames of its camera have come
+(its depth is not in the bag), and frames leave in their stamps' order, so the output bag's masks keep the
+input's order whatever the recorder's interleaving of the three topics.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import message_filters
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from ..pipeline.frame_geometry import SYNC_QUEUE, pairable
+from ..pipeline.messages import stamp_ns
+from .reading import BagMessage
+
+
+@dataclass(frozen=True)
+class CameraInputs:
+    """A camera's topics in the bag: its colour images, registered depth ("" = none) and camera_info."""
+
+    colour: str
+    depth: str
+    camera_info: str
+
+
+@dataclass
+class Colour:
+    """A colour frame as message_filters sees it (a header) and as the bag tool writes it (the item)."""
+
+    header: Header
+    item: BagMessage
+
+
+@dataclass
+class PairedFrame:
+    item: BagMessage
+    header: Header
+    depth: Optional[Image] = None
+    camera_info: Optional[CameraInfo] = None
+
+
+@dataclass
+class _Camera:
+    inputs: CameraInputs
+    colour: message_filters.SimpleFilter = field(default_factory=message_filters.SimpleFilter)
+    depth: message_filters.SimpleFilter = field(default_factory=message_filters.SimpleFilter)
+    info: message_filters.SimpleFilter = field(default_factory=message_filters.SimpleFilter)
+    pending: "OrderedDict[int, PairedFrame]" = field(default_factory=OrderedDict)
+    latest_info: Optional[CameraInfo] = None
+
+
+class BagPairing:
+    def __init__(self, cameras: list[CameraInputs]) -> None:
+        self._cameras = {camera.colour: _Camera(camera) for camera in cameras}
+        self._by_topic: dict[str, tuple[_Camera, str]] = {}
+        for camera in self._cameras.values():
+            self._by_topic[camera.inputs.colour] = (camera, "colour")
+            self._by_topic[camera.inputs.camera_info] = (camera, "info")
+            if camera.inputs.depth:
+                self._by_topic[camera.inputs.depth] = (camera, "depth")
+                synchronizer = message_filters.TimeSynchronizer([camera.colour, camera.depth, camera.info], SYNC_QUEUE)
+                synchronizer.registerCallback(lambda colour, depth, info, c=camera: self._paired(c, colour, depth, info))
+
+    def topics(self) -> list[str]:
+        return list(self._by_topic)
+
+    def add(self, topic: str, message: Any, item: Optional[BagMessage] = None) -> list[PairedFrame]:
+        """Take one message (ROS 2 classes; ``item``: the colour frame's bag entry); the frames now ready."""
+        camera, role = self._by_topic[topic]
+        paired = pairable(message)  # a negative stamp: no pair (message_filters cannot take it)
+        if role == "info":
+            camera.latest_info = message
+            if paired:
+                camera.info.signalMessage(message)
+        elif role == "depth":
+            if paired:
+                camera.depth.signalMessage(message)
+        else:
+            frame = PairedFrame(item, message.header, camera_info=camera.latest_info)
+            if not camera.inputs.depth or not paired:
+                return [*self._ready(camera, flush=True), frame]
+            camera.pending[stamp_ns(message)] = frame
+            camera.colour.signalMessage(Colour(message.header, item))
+        return self._ready(camera, flush=False)
+
+    def flush(self) -> list[PairedFrame]:
+        """At the bag's end: every frame still waiting, alone."""
+        return [frame for camera in self._cameras.values() for frame in self._ready(camera, flush=True)]
+
+    def _paired(self, camera: _Camera, colour: Colour, depth: Image, info: CameraInfo) -> None:
+        frame = camera.pending.get(stamp_ns(colour))
+        if frame is not None:
+            frame.depth, frame.camera_info = depth, info
+
+    def _ready(self, camera: _Camera, flush: bool) -> list[PairedFrame]:
+        ready = []
+        while camera.pending:
+            stamp, frame = next(iter(camera.pending.items()))
+            if not (flush or frame.depth is not None or len(camera.pending) > SYNC_QUEUE):
+                break
+            ready.append(camera.pending.pop(stamp))
+        return ready

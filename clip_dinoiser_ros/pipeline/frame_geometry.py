@@ -1,0 +1,57 @@
+"""A colour frame's camera_info and registered depth, checked and brought to the frame's resolution.
+
+Done when the frame is decoded, so that a bad depth image or camera_info is refused there (logged and
+counted, as a bad image is) and the frame still gets its mask; the pipeline only sees usable geometry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image
+
+from ..spatial import CameraModelError, DepthError, Intrinsics, registered_depth
+from .image_codec import ImageDecodeError, image_to_depth
+from .spatial_messages import intrinsics
+
+
+PAIR_WAIT_S = 0.1  # how long a colour frame of a depth camera waits for its depth before it goes alone
+SYNC_QUEUE = 10  # sets message_filters keeps per input while a set is incomplete
+
+
+def pairable(message: Any) -> bool:
+    """Whether message_filters can order it by stamp: rclpy's Time refuses negative seconds."""
+    return message.header.stamp.sec >= 0
+
+
+class GeometryError(ValueError):
+    """The camera_info or depth image of a frame cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    camera_info: CameraInfo  # as received
+    camera: Intrinsics  # at the colour frame's (the mask's) resolution
+    depth: Optional[np.ndarray] = None  # metres at the mask's resolution, NaN = no depth
+    depth_frame_id: str = ""
+
+
+def frame_geometry(info: CameraInfo, depth: Optional[Image], height: int, width: int,
+                   max_pixels: int) -> FrameGeometry:
+    """The geometry of a ``height`` x ``width`` colour frame; raises GeometryError."""
+    try:
+        camera = intrinsics(info)
+    except CameraModelError as error:
+        raise GeometryError(f"camera_info refused: {error}") from error
+    if abs(camera.width / camera.height - width / height) > 0.01 * width / height:
+        raise GeometryError(f"camera_info refused: it is for {camera.width}x{camera.height} images, the colour "
+                            f"image is {width}x{height} (another aspect ratio)")
+    camera = camera.scaled(width, height)
+    if depth is None:
+        return FrameGeometry(info, camera)
+    try:
+        metres = registered_depth(image_to_depth(depth, max_pixels), height, width)
+    except (ImageDecodeError, DepthError) as error:
+        raise GeometryError(f"depth refused: {error}") from error
+    return FrameGeometry(info, camera, metres, depth.header.frame_id)
