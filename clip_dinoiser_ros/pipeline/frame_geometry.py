@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from ..spatial import CameraModelError, DepthError, Intrinsics, registered_depth
+from ..spatial import CameraModelError, DepthError, Intrinsics, registered_depth, same_aspect
 from .image_codec import ImageDecodeError, image_to_depth
 from .spatial_messages import intrinsics
 
@@ -44,7 +44,7 @@ def frame_geometry(info: CameraInfo, depth: Optional[Image], height: int, width:
         camera = intrinsics(info)
     except CameraModelError as error:
         raise GeometryError(f"camera_info refused: {error}") from error
-    if abs(camera.width / camera.height - width / height) > 0.01 * width / height:
+    if not same_aspect(width, height, camera.width, camera.height):
         raise GeometryError(f"camera_info refused: it is for {camera.width}x{camera.height} images, the colour "
                             f"image is {width}x{height} (another aspect ratio)")
     camera = camera.scaled(width, height)
@@ -55,3 +55,4 @@ def frame_geometry(info: CameraInfo, depth: Optional[Image], height: int, width:
     except (ImageDecodeError, DepthError) as error:
         raise GeometryError(f"depth refused: {error}") from error
     return FrameGeometry(info, camera, metres, depth.header.frame_id)
+

@@ -5,8 +5,8 @@ vision_msgs detections), so the same code serves the node, the bag tool and the 
 """
 from .cloud import back_project
 from .depth import DepthError, registered_depth
-from .intrinsics import CameraModelError, Intrinsics
+from .intrinsics import CameraModelError, Intrinsics, same_aspect
 from .objects import Box3D, Region, boxes_3d, regions
 
 __all__ = ["Box3D", "CameraModelError", "DepthError", "Intrinsics", "Region", "back_project", "boxes_3d",
-           "registered_depth", "regions"]
+           "registered_depth", "regions", "same_aspect"]

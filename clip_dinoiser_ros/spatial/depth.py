@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-ASPECT_TOLERANCE = 0.01  # relative: a depth image of another aspect ratio is not registered to this camera
+from .intrinsics import same_aspect
 
 
 class DepthError(ValueError):
@@ -17,8 +17,7 @@ def registered_depth(metres: np.ndarray, height: int, width: int) -> np.ndarray:
     depth_height, depth_width = metres.shape
     if depth_height == height and depth_width == width:
         return metres
-    aspect, depth_aspect = width / height, depth_width / depth_height
-    if abs(depth_aspect - aspect) > ASPECT_TOLERANCE * aspect:
+    if not same_aspect(width, height, depth_width, depth_height):
         raise DepthError(f"depth is {depth_width}x{depth_height} but the colour image is {width}x{height}: another "
                          "aspect ratio, so it is not registered to this camera (register it, e.g. depth_image_proc)")
     return cv2.resize(metres, (width, height), interpolation=cv2.INTER_NEAREST)

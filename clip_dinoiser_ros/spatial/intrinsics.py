@@ -5,6 +5,15 @@ import math
 from dataclasses import dataclass
 
 
+ASPECT_TOLERANCE = 0.01  # relative: an image of another aspect ratio is not of this camera (registered to it)
+
+
+def same_aspect(width: int, height: int, other_width: int, other_height: int) -> bool:
+    """Whether two image sizes can be the same camera at two resolutions (within ASPECT_TOLERANCE)."""
+    aspect = width / height
+    return abs(other_width / other_height - aspect) <= ASPECT_TOLERANCE * aspect
+
+
 class CameraModelError(ValueError):
     """A camera_info that cannot describe the image (zeros, non-finite values, no size)."""
 
