@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..model import ClipDinoiser
 from ..pipeline import topics
-from ..pipeline.frame_geometry import FrameGeometry, GeometryError, frame_geometry
+from ..pipeline.frame_geometry import FrameGeometry, GeometryError, geometry_or_none
 from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
 from ..pipeline.messages import Wanted
 from .conversion import message_class, to_rclpy
@@ -83,13 +83,10 @@ def check_inputs(reader, cameras: Sequence[str], inputs: Sequence[CameraInputs])
 
 
 def _geometry(frame: PairedFrame, rgb_shape: tuple[int, ...]) -> FrameGeometry | None:
-    if frame.camera_info is None:
-        return None
-    try:
-        return frame_geometry(frame.camera_info, frame.depth, rgb_shape[0], rgb_shape[1], 1 << 30)
-    except GeometryError as error:
+    def refused(error: GeometryError) -> None:
         tqdm.write(f"note: {frame.item.topic} at {frame.item.timestamp} ns: {error}; the mask is written without it")
-        return None
+
+    return geometry_or_none(frame.camera_info, frame.depth, rgb_shape[0], rgb_shape[1], 1 << 30, refused)
 
 
 def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinoiser, options: SegmentOptions,

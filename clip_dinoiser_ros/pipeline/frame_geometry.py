@@ -6,7 +6,7 @@ counted, as a bad image is) and the frame still gets its mask; the pipeline only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
@@ -56,3 +56,15 @@ def frame_geometry(info: CameraInfo, depth: Optional[Image], height: int, width:
         raise GeometryError(f"depth refused: {error}") from error
     return FrameGeometry(info, camera, metres, depth.header.frame_id)
 
+
+def geometry_or_none(info: Optional[CameraInfo], depth: Optional[Image], height: int, width: int, max_pixels: int,
+                     refused: Callable[[GeometryError], None]) -> Optional[FrameGeometry]:
+    """The frame's geometry, or None without a camera_info or when it is refused (``refused`` is told why):
+    the frame then gets its mask without the 3D outputs."""
+    if info is None:
+        return None
+    try:
+        return frame_geometry(info, depth, height, width, max_pixels)
+    except GeometryError as error:
+        refused(error)
+        return None

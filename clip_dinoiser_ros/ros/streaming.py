@@ -22,7 +22,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from ..msg import ClassConfidences
 from ..pipeline import topics
 from ..pipeline.frame_mailbox import Frame, FrameMailbox
-from ..pipeline.frame_geometry import PAIR_WAIT_S, FrameGeometry, GeometryError, frame_geometry
+from ..pipeline.frame_geometry import PAIR_WAIT_S, FrameGeometry, GeometryError, geometry_or_none
 from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
 from ..pipeline.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from ..pipeline.messages import Wanted, stamp_ns
@@ -261,16 +261,13 @@ class Streaming:
             return None
         if rgbd.has_depth:
             rgbd.health.on_frame(paired=depth is not None)
-        info = info or rgbd.latest_camera_info()
-        if info is None:
-            return None
-        try:
-            return frame_geometry(info, depth, *size, max_pixels)
-        except GeometryError as error:
+
+        def refused(error: GeometryError) -> None:
             rgbd.health.on_refused(str(error))
             self._node.get_logger().warning(f"{camera.topic}: {error}; the mask is published without it",
                                             throttle_duration_sec=LOG_THROTTLE_S)
-            return None
+
+        return geometry_or_none(info or rgbd.latest_camera_info(), depth, *size, max_pixels, refused)
 
     def _model_failed(self, camera: Camera, error: Exception) -> None:
         camera.stats.on_model_failed(f"{type(error).__name__}: {error}")
