@@ -417,6 +417,6 @@ def test_pairing_takes_negative_stamps_without_pairing_them():
         colour.header.stamp = Time(sec=sec, nanosec=0)
         ready += pairing.add("/c/camera_info", camera_info_message(colour.header, 32, 24, 30.0, 15.5, 11.5))
         ready += pairing.add("/c/depth", depth_message(np.ones((24, 32), np.uint16), colour.header))
-        ready += pairing.add("/c/image_raw", colour, item=sec)
+        ready += pairing.add_colour("/c/image_raw", colour.header, sec)
     ready += pairing.flush()
     assert [(frame.item, frame.depth is not None) for frame in ready] == [(5, True), (-3, False), (6, True)]

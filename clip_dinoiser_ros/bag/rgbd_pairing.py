@@ -30,15 +30,9 @@ class CameraInputs:
 
 
 @dataclass
-class Colour:
-    """A colour frame as message_filters sees it (a header) and as the bag tool writes it (the item)."""
-
-    header: Header
-    item: BagMessage
-
-
-@dataclass
 class PairedFrame:
+    """A colour frame (its bag entry; message_filters reads the header) and what was paired with it."""
+
     item: BagMessage
     header: Header
     depth: Optional[Image] = None
@@ -70,31 +64,34 @@ class BagPairing:
     def topics(self) -> list[str]:
         return list(self._by_topic)
 
-    def add(self, topic: str, message: Any, item: Optional[BagMessage] = None) -> list[PairedFrame]:
-        """Take one message (ROS 2 classes; ``item``: the colour frame's bag entry); the frames now ready."""
+    def add(self, topic: str, message: Any) -> list[PairedFrame]:
+        """Take one depth image or camera_info (ROS 2 classes); the frames now ready."""
         camera, role = self._by_topic[topic]
         paired = pairable(message)  # a negative stamp: no pair (message_filters cannot take it)
         if role == "info":
             camera.latest_info = message
             if paired:
                 camera.info.signalMessage(message)
-        elif role == "depth":
-            if paired:
-                camera.depth.signalMessage(message)
-        else:
-            frame = PairedFrame(item, message.header, camera_info=camera.latest_info)
-            if not camera.inputs.depth or not paired:
-                return [*self._ready(camera, flush=True), frame]
-            camera.pending[stamp_ns(message)] = frame
-            camera.colour.signalMessage(Colour(message.header, item))
+        elif paired:
+            camera.depth.signalMessage(message)
+        return self._ready(camera, flush=False)
+
+    def add_colour(self, topic: str, header: Header, item: BagMessage) -> list[PairedFrame]:
+        """Take one colour frame, by its header (it is decoded only when it is segmented); the frames now ready."""
+        camera, _ = self._by_topic[topic]
+        frame = PairedFrame(item, header, camera_info=camera.latest_info)
+        if not camera.inputs.depth or not pairable(frame):
+            return [*self._ready(camera, flush=True), frame]
+        camera.pending[stamp_ns(frame)] = frame
+        camera.colour.signalMessage(frame)
         return self._ready(camera, flush=False)
 
     def flush(self) -> list[PairedFrame]:
         """At the bag's end: every frame still waiting, alone."""
         return [frame for camera in self._cameras.values() for frame in self._ready(camera, flush=True)]
 
-    def _paired(self, camera: _Camera, colour: Colour, depth: Image, info: CameraInfo) -> None:
-        frame = camera.pending.get(stamp_ns(colour))
+    def _paired(self, camera: _Camera, colour: PairedFrame, depth: Image, info: CameraInfo) -> None:
+        frame = camera.pending.get(stamp_ns(colour))  # None once it has left alone
         if frame is not None:
             frame.depth, frame.camera_info = depth, info
 

@@ -100,7 +100,7 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
         pipeline = FramePipeline(engine)
         active = VersionedVocabulary(VERSION, engine.vocabulary)
         pairing = BagPairing(list(options.cameras or camera_inputs(cameras, (), ())))
-        paired = set(pairing.topics()) - set(cameras) - {""}
+        paired = set(pairing.topics()) - set(cameras)
         copied = copied_topics(reader, cameras)
         copy_raw = is_rosbag2(reader)
         frames = 0
@@ -122,20 +122,12 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                 else:
                     writer.write(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp)
                 if item.topic in cameras:
-                    header = to_rclpy(item.message.header, "std_msgs/msg/Header")
-                    segment(pairing.add(item.topic, _Headed(header), item))
+                    segment(pairing.add_colour(item.topic, to_rclpy(item.message.header, "std_msgs/msg/Header"), item))
                 elif item.topic in paired:
                     segment(pairing.add(item.topic, to_rclpy(item.message, item.msgtype)))
             if not stop.is_set():
                 segment(pairing.flush())
         return SegmentResult(frames, total, frames < total)
-
-
-@dataclass(frozen=True)
-class _Headed:
-    """What pairing needs of a colour frame before it is decoded: its header."""
-
-    header: object
 
 
 def _segment_one(frame: PairedFrame, pipeline: FramePipeline, active: VersionedVocabulary, settings: FrameSettings,
