@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rclpy.qos import QoSProfile
     from rclpy.qos_overriding_options import QoSOverridingOptions
 
+
 class DepthHealth:
     """Pairs made, colour frames that went alone, refused depth/camera_info; WARN while a problem is recent."""
 
