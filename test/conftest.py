@@ -44,6 +44,13 @@ def tiny_engine(tiny_clip):
     return ClipDinoiser(tiny_clip, None)
 
 
+@pytest.fixture(autouse=True)
+def own_user_cache(tmp_path_factory, monkeypatch):
+    """Every test, and each process it starts, gets an empty user cache: text embeddings one test stored
+    (the engine keeps them there across runs) must not spare another test the encoding it is about."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+
+
 _MODULES = itertools.count()
 
 

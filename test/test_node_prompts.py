@@ -1,4 +1,5 @@
 """Live prompt changes from another process: parameters (as `ros2 param set`) and ~/set_prompts."""
+import os
 import time
 
 import pytest
@@ -7,7 +8,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import LabelInfo
 
 from node_frames import rgb_message, synthetic_rgb
-from ros_harness import answer_to, parameter_client, running_node, set_parameter, wait_until
+from ros_harness import NodeProcess, answer_to, parameter_client, running_node, set_parameter, wait_until
 
 TOPIC = "/prompts_cam/image_raw"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -150,3 +151,23 @@ def test_prompt_spam_ends_with_the_last_vocabulary_and_the_node_keeps_serving(pr
     assert all(f.result().results[0].successful for f in futures)
     wait_for_vocabulary(probe, node, label_info, ["object 49", "thing 49"], timeout=60)
     assert node.alive()
+
+
+def test_a_restarted_node_takes_its_prompts_from_the_embedding_cache(ros, tmp_path):
+    """The second start with the same prompts encodes nothing; a new prompt is the only one encoded."""
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    parameters = {"image_topics": ["/restart_cam/image_raw"], "clip_model": "ViT-Tiny-16-test", "random_weights": True}
+    expected = {
+        ("first", ("floor", "wall|partition")): "0 from the embedding cache, 3 encoded",
+        ("restarted", ("floor", "wall|partition")): "3 from the embedding cache, 0 encoded",
+        ("grown", ("floor", "wall|partition", "door")): "3 from the embedding cache, 1 encoded",
+    }
+    for (run, prompts), texts in expected.items():
+        node = NodeProcess(tmp_path / run, {**parameters, "prompts": list(prompts)}, env=environment)
+        try:
+            wait_until(lambda: "vocabulary v1:" in node.log() or not node.alive(), 120, "the first vocabulary")
+            log = node.log()
+        finally:
+            assert node.stop() == 0, node.log()
+        assert f"(prompt texts since start: {texts})" in log, log
+    assert list((tmp_path / "cache" / "clip_dinoiser_ros" / "text_embeddings").glob("*.npz"))

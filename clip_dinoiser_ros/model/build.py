@@ -11,6 +11,7 @@ import torch
 
 from .choices import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .clip_loading import load_clip, random_clip
+from .embedding_store import EmbeddingStore, user_cache_folder
 from .engine import ClipDinoiser
 from .heads import read_checkpoint
 from .heads_download import PUBLISHED
@@ -30,6 +31,7 @@ class EngineSettings:
     gamma: float = 0.2
     delta: float = 0.99
     random_weights: bool = False
+    embedding_cache: bool = True  # class embeddings kept in the user cache (XDG_CACHE_HOME) across restarts
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,4 +63,5 @@ def build_engine(settings: EngineSettings) -> ClipDinoiser:
         return ClipDinoiser(
             clip_model, heads, device=device, gamma=settings.gamma, delta=settings.delta,
             templates=settings.templates, precision=settings.precision,
+            embedding_store=EmbeddingStore(user_cache_folder()) if settings.embedding_cache else None,
         )

@@ -12,6 +12,7 @@ from torch import nn
 
 from . import preprocessing as pre
 from .dense_clip import DenseClipEncoder
+from .embedding_store import EmbeddingStore
 from .full_resolution import FullResolution, full_resolution
 from .guided_pooling import class_probabilities, filter_background, guided_pool, patch_correlation
 from .heads import HeadsSource, build_heads
@@ -51,6 +52,7 @@ class ClipDinoiser:
         templates: TemplatesSpec = "imagenet",
         precision: str = "auto",
         tokenizer=None,
+        embedding_store: Optional[EmbeddingStore] = None,
     ) -> None:
         if not hasattr(clip_model, "visual") or not hasattr(clip_model, "encode_text"):
             raise TypeError(f"clip_model must be an open_clip CLIP model, got {type(clip_model).__name__}")
@@ -62,7 +64,7 @@ class ClipDinoiser:
         self.encoder = DenseClipEncoder(clip_model.visual)
         self.heads = build_heads(heads, self.encoder.width).to(self.device)
         tokenizer = tokenizer or open_clip.tokenizer.SimpleTokenizer(context_length=clip_model.context_length)
-        self.prompt_encoder = PromptEncoder(clip_model, tokenizer, templates)
+        self.prompt_encoder = PromptEncoder(clip_model, tokenizer, templates, store=embedding_store)
         self._vocabulary: Optional[Vocabulary] = None
         self._text_on_device: dict[int, tuple[Vocabulary, torch.Tensor, torch.Tensor]] = {}
 

@@ -1,7 +1,8 @@
 """Class-name embeddings with prompt templates, encoded fast and cached.
 
 CLIP's text transformer is causal and pools the end-of-text token, so tokens after it never influence
-the result: each batch is cut to its longest real prompt instead of the full 77-token context.
+the result: each batch is cut to its longest real prompt instead of the full 77-token context. With an
+EmbeddingStore, what was encoded once is read back from disk after a restart instead.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .embedding_store import EmbeddingStore, encoder_key, tower_fingerprint
 from .errors import EncodingCancelled
 from .templates import TemplatesSpec, resolve_templates
 from .vocabulary import Vocabulary, parse_prompts
@@ -25,13 +27,18 @@ Cancelled = Callable[[], bool]  # asked between batches: stop now?
 class PromptEncoder:
     """Encodes class prompts with an open_clip model's text tower; one instance per model."""
 
-    def __init__(self, clip_model: nn.Module, tokenizer, templates: TemplatesSpec = "imagenet") -> None:
+    def __init__(self, clip_model: nn.Module, tokenizer, templates: TemplatesSpec = "imagenet",
+                 store: Optional[EmbeddingStore] = None) -> None:
         self.model = clip_model
         self.tokenizer = tokenizer
         self.templates_key, self.templates = resolve_templates(templates)
         self._cache: dict[tuple[str, str], torch.Tensor] = {}
         self._lock = threading.Lock()
         self._tower = _CausalTextTower.from_model(clip_model)
+        self._store = store
+        self._store_key: Optional[str] = None  # the tower's fingerprint is taken on the store's first use
+        self.restored_texts = 0  # prompt texts read from the store, since construction
+        self.encoded_texts = 0  # prompt texts run through the text tower
 
     def encode(self, prompts: Sequence[str], cancelled: Optional[Cancelled] = None, **limits: int) -> Vocabulary:
         """Validate ``prompts`` and return their embeddings; known prompts cost a dict look-up.
@@ -42,14 +49,32 @@ class PromptEncoder:
         classes = parse_prompts(prompts, **limits)
         texts = [s for c in classes for s in c.synonyms]
         missing = list(dict.fromkeys(t for t in texts if (self.templates_key, t) not in self._cache))
-        if missing:
-            embeddings = self.embed_class_names(missing, cancelled)
-            with self._lock:
-                for text, embedding in zip(missing, embeddings):
-                    self._cache[(self.templates_key, text)] = embedding
+        restored = self._restored(missing)
+        unknown = [t for t in missing if t not in restored]
+        encoded = dict(zip(unknown, self.embed_class_names(unknown, cancelled))) if unknown else {}
+        with self._lock:
+            for text, embedding in {**restored, **encoded}.items():
+                self._cache[(self.templates_key, text)] = embedding
+            self.restored_texts += len(restored)
+            self.encoded_texts += len(encoded)
+        if encoded and self._store is not None:
+            self._store.save((self._entry_key(t), e.numpy()) for t, e in encoded.items())
         rows = torch.stack([self._cache[(self.templates_key, t)] for t in texts])
         owners = torch.tensor([i for i, c in enumerate(classes) for _ in c.synonyms], dtype=torch.long)
         return Vocabulary(classes=classes, text_embeddings=rows, synonym_to_class=owners)
+
+    def _restored(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Those of ``texts`` the store holds for this tower, templates and tokenizer."""
+        if self._store is None or not texts:
+            return {}
+        width = int(self.model.visual.output_dim)  # both towers project into the joint space
+        found = {text: self._store.load(self._entry_key(text), width) for text in texts}
+        return {text: torch.from_numpy(vector) for text, vector in found.items() if vector is not None}
+
+    def _entry_key(self, text: str) -> str:
+        if self._store_key is None:
+            self._store_key = encoder_key(tower_fingerprint(self.model), self.templates, self.tokenizer)
+        return f"{self._store_key}\x1e{text}"
 
     @torch.no_grad()
     def embed_class_names(self, names: Sequence[str], cancelled: Optional[Cancelled] = None) -> torch.Tensor:

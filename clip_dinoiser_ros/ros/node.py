@@ -162,7 +162,7 @@ class ClipDinoiserNode(LifecycleNode):
         self._vocabulary_service = self.create_service(SetPrompts, "~/set_prompts", self._handle_set_prompts)
         self.get_logger().info(
             f"configured {settings.clip_model} on {self._engine.device} ({self._engine.dtype}) in "
-            f"{time.monotonic() - started:.1f} s; vocabulary v{version}: {list(vocabulary.names)}"
+            f"{time.monotonic() - started:.1f} s; vocabulary v{version}: {list(vocabulary.names)}{self._texts_so_far()}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -260,8 +260,17 @@ class ClipDinoiserNode(LifecycleNode):
                                      max_length=self.param("max_prompt_length"))
 
     def _on_vocabulary_ready(self, version: int, vocabulary: Vocabulary) -> None:
-        self.get_logger().info(f"vocabulary v{version} active: {list(vocabulary.names)}")
+        self.get_logger().info(f"vocabulary v{version} active: {list(vocabulary.names)}{self._texts_so_far()}")
         self._on_executor(lambda: self._sync_class_topics(VersionedVocabulary(version, vocabulary)))
+
+    def _texts_so_far(self) -> str:
+        """How many prompt texts the model's embedding cache spared it: a restart with known prompts encodes none."""
+        engine = self._engine
+        if engine is None:
+            return ""
+        encoder = engine.prompt_encoder
+        return f" (prompt texts since start: {encoder.restored_texts} from the embedding cache, " \
+               f"{encoder.encoded_texts} encoded)"
 
     def _sync_class_topics(self, active: VersionedVocabulary) -> None:
         streaming = self._streaming

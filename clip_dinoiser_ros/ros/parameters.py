@@ -228,6 +228,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   RECONFIGURE, choices=("imagenet", "simple", "none")),
     ParameterSpec("random_weights", False,
                   "Random CLIP and heads: plumbing and timing only, outputs are NOT segmentations", RECONFIGURE),
+    ParameterSpec("embedding_cache", True,
+                  "Keep class embeddings in the user cache ($XDG_CACHE_HOME/clip_dinoiser_ros): a restart with "
+                  "known prompts encodes nothing", RECONFIGURE),
     ParameterSpec("autostart", True, "Configure and activate at start-up", RECONFIGURE),
 )
 
