@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+PUBLIC_MODE = 0o644  # as open() under the usual umask: mkstemp's 0600 would hide a checkpoint or export from others
+
 
 @contextmanager
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
@@ -15,6 +17,7 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
     block ends; on any failure (Ctrl-C included) the temporary file is removed and ``target`` is untouched."""
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
+        os.chmod(temporary, PUBLIC_MODE)
         with os.fdopen(handle, "wb") as sink:
             yield sink
         os.replace(temporary, target)
