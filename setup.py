@@ -32,6 +32,9 @@ EXTRAS_REQUIRE = {
     "eval": [*PLOTS],
     # clip-dinoiser-demo: the sample photos and the parameter file
     "demo": ["scikit-image>=0.22", "PyYAML>=6"],
+    # clip-dinoiser-export and backend onnxruntime: the exporter (torch.onnx's needs onnxscript), the checker
+    # and the runtime (onnxruntime-gpu instead where CUDA is present)
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"],
 }
 # The tests exercise every command, so they need every extra, plus the MCAP reader they check bags with.
 EXTRAS_REQUIRE["test"] = sorted(
@@ -57,6 +60,7 @@ setup(
             "clip-dinoiser-bag = clip_dinoiser_ros.cli.bag:main",
             "clip-dinoiser-eval = clip_dinoiser_ros.cli.eval:main",
             "clip-dinoiser-train = clip_dinoiser_ros.cli.train:main",
+            "clip-dinoiser-export = clip_dinoiser_ros.cli.export:main",
         ]
     },
 )

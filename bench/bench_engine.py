@@ -92,7 +92,7 @@ def stage_timers(engine: ClipDinoiser, totals: dict[str, float]):
             return out
         return timed_fn
 
-    pooling_names = ("patch_correlation", "guided_pool", "class_probabilities", "filter_background")
+    pooling_names = ("dinoised_logits", "class_probabilities", "filter_background")
     saved = {name: getattr(engine_module, name) for name in pooling_names}
     engine.encoder.forward = wrap(type(engine.encoder).forward.__get__(engine.encoder), "dense features (ViT)")
     engine.heads.forward = wrap(type(engine.heads).forward.__get__(engine.heads), "heads (conv)")

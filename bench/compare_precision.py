@@ -28,6 +28,7 @@ from PIL import Image
 
 from clip_dinoiser_ros.model import ClipDinoiser, load_clip, random_clip
 from clip_dinoiser_ros.model import engine as engine_module
+from clip_dinoiser_ros.model import guided_pooling
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid" / "0016E5" / "images"
@@ -40,7 +41,9 @@ VARIANTS = {"pooling": ("patch_correlation", "guided_pool"), "softmax": ("class_
 @contextlib.contextmanager
 def reduced(names: tuple[str, ...], dtype: torch.dtype):
     """The engine's functions ``names`` fed and computing in ``dtype``, their results back in fp32."""
-    saved = {name: getattr(engine_module, name) for name in names}
+    # The pooling runs inside guided_pooling.dinoised_logits; the softmax is called by the engine itself.
+    modules = {name: engine_module if hasattr(engine_module, name) else guided_pooling for name in names}
+    saved = {name: getattr(modules[name], name) for name in names}
 
     def cast(function):
         def wrapper(*args, **kwargs):
@@ -49,12 +52,12 @@ def reduced(names: tuple[str, ...], dtype: torch.dtype):
         return wrapper
 
     for name, function in saved.items():
-        setattr(engine_module, name, cast(function))
+        setattr(modules[name], name, cast(function))
     try:
         yield
     finally:
         for name, function in saved.items():
-            setattr(engine_module, name, function)
+            setattr(modules[name], name, function)
 
 
 def images_in(folder: Path, limit: int) -> list[Path]:

@@ -17,6 +17,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "train": {"timm": "timm", "matplotlib": "matplotlib"},
     "eval": {"matplotlib": "matplotlib"},
     "demo": {"skimage": "scikit-image", "yaml": "PyYAML"},
+    "onnx": {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript"},
 }
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from clip_dinoiser_ros.model.clip_loading import random_clip
-from clip_dinoiser_ros.model.embedding_store import EmbeddingStore, user_cache_folder
+from clip_dinoiser_ros.model.embedding_store import EmbeddingStore
+from clip_dinoiser_ros.model.heads_download import cache_dir
 from clip_dinoiser_ros.model.text_encoder import PromptEncoder
 from conftest import TINY_MODEL
 
@@ -114,8 +115,15 @@ def test_an_unwritable_cache_costs_only_a_warning(tiny_clip, tmp_path):
     assert len(vocabulary) == 3
 
 
-def test_the_user_cache_honours_xdg_cache_home(monkeypatch, tmp_path):
+def test_the_engine_builder_keeps_embeddings_in_the_user_cache(monkeypatch, tmp_path):
+    from clip_dinoiser_ros.model.build import EngineSettings, build_engine
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert user_cache_folder() == tmp_path / "clip_dinoiser_ros" / "text_embeddings"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    assert str(user_cache_folder()).endswith(".cache/clip_dinoiser_ros/text_embeddings")
+    engine = build_engine(EngineSettings(device="cpu", clip_model=TINY_MODEL, random_weights=True, templates="none"))
+    engine.set_prompts(PROMPTS)
+    assert cache_dir("text_embeddings") == tmp_path / "clip_dinoiser_ros" / "text_embeddings"
+    assert len(list(cache_dir("text_embeddings").glob("*.npz"))) == 4
+    off = build_engine(EngineSettings(device="cpu", clip_model=TINY_MODEL, random_weights=True, templates="none",
+                                      embedding_cache=False))
+    off.set_prompts(["door"])
+    assert len(list(cache_dir("text_embeddings").glob("*.npz"))) == 4

@@ -16,6 +16,7 @@ from clip_dinoiser_ros.model import (
     save_checkpoint,
 )
 from clip_dinoiser_ros.model import engine as engine_module
+from clip_dinoiser_ros.model import guided_pooling
 from clip_dinoiser_ros.model import precision as precision_module
 from clip_dinoiser_ros.model.heads import HEAD_KEYS, build_heads
 
@@ -283,8 +284,9 @@ def test_cpu_bf16_runs_the_vit_in_bf16_and_keeps_pooling_and_softmax_in_fp32(tin
             return function(*args, **kwargs)
         return wrapper
 
-    for name in ("patch_correlation", "guided_pool", "class_probabilities"):
-        monkeypatch.setattr(engine_module, name, recording(name, getattr(engine_module, name)))
+    for module, name in ((guided_pooling, "patch_correlation"), (guided_pooling, "guided_pool"),
+                         (engine_module, "class_probabilities")):
+        monkeypatch.setattr(module, name, recording(name, getattr(module, name)))
     image = np.random.default_rng(4).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     results = {}
     for name in ("fp32", "bf16"):

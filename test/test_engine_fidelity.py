@@ -8,7 +8,7 @@ import reference_clip_dinoiser as reference
 from frame_sources import camvid_frames
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip
 from clip_dinoiser_ros.model.dense_clip import DenseClipEncoder
-from clip_dinoiser_ros.model.guided_pooling import class_probabilities, guided_pool, patch_correlation
+from clip_dinoiser_ros.model.guided_pooling import class_probabilities, guided_pool, patch_correlation, synonym_logits
 from clip_dinoiser_ros.model.heads import DinoiserHeads
 from clip_dinoiser_ros.model.templates import TEMPLATE_SETS
 
@@ -84,8 +84,8 @@ def test_synonym_class_scores_its_best_synonym():
     torch.manual_seed(0)
     features = torch.randn(1, 8, 4, 5)
     text = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)  # chair, seat, person
-    split = class_probabilities(features, text, torch.tensor([0, 1, 2]), 3)
-    merged = class_probabilities(features, text, torch.tensor([0, 0, 1]), 2)
+    split = class_probabilities(synonym_logits(features, text), torch.tensor([0, 1, 2]), 3)
+    merged = class_probabilities(synonym_logits(features, text), torch.tensor([0, 0, 1]), 2)
     logits = 100 * torch.einsum("bchw,sc->bshw", torch.nn.functional.normalize(features, dim=1), text)
     best = torch.maximum(logits[:, 0], logits[:, 1])
     expected = torch.stack([best, logits[:, 2]], dim=1).softmax(dim=1)

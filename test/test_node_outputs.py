@@ -24,14 +24,16 @@ TOPICS = {
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-@pytest.fixture(scope="module")
-def node(ros, tmp_path_factory):
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def node(ros, tmp_path_factory, request):
+    """The same outputs whichever backend runs the per-frame graph (onnxruntime: exported per input size)."""
     with running_node(tmp_path_factory.mktemp("outputs"), {
         "image_topics": list(TOPICS.values()),
         "prompts": PROMPTS,
         "clip_model": "ViT-Tiny-16-test",
         "random_weights": True,
         "input_reliability": "reliable",
+        "backend": request.param,
     }) as process:
         yield process
 
@@ -161,7 +163,7 @@ def diagnostics_of(probe, collector, expected):
     return wait_until(ours, 10, f"diagnostics with the statuses {expected}")
 
 
-def test_diagnostics_report_each_camera_and_the_vocabulary(node, probe):
+def test_diagnostics_report_each_camera_and_the_vocabulary(node, probe, request):
     from diagnostic_msgs.msg import DiagnosticArray
 
     collector = probe.collect(DiagnosticArray, "/diagnostics")
@@ -172,6 +174,9 @@ def test_diagnostics_report_each_camera_and_the_vocabulary(node, probe):
                 "device", "precision", "vocabulary"):
         assert key in values
     assert values["device"] == "cpu" and values["random_weights"] == "true"
+    backend = request.node.callspec.params["node"]
+    assert values["backend"] == {"torch": "torch", "onnxruntime": "onnxruntime/CPUExecutionProvider"}[backend]
+    assert backend == "torch" or values["precision"] == "float32"  # the exported graph runs in fp32
 
 
 def test_a_rejected_frame_warns_only_for_a_while(node, probe):

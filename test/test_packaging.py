@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(REPO / "clip_dinoiser_ros").rglob("*.py"), *(REPO / "launch").rglob("*.py")])
 # Which extra a module's imports may use beyond INSTALL_REQUIRES (everything else is the node's core path).
 ROOMS = {"train": "train", "evaluation": "eval", "cli/eval.py": "eval", "cli/train.py": "train", "demo": "demo",
-         "supervision.py": "demo"}  # the demo starts the node with it (so do the tests)
+         "supervision.py": "demo",  # the demo starts the node with it (so do the tests)
+         "model/onnx_export.py": "onnx", "model/onnx_backend.py": "onnx", "cli/export.py": "onnx"}
+# Declared for a package that imports it itself: torch.onnx's exporter runs on onnxscript.
+USED_WITHOUT_IMPORT = {"onnxscript"}
 # Declared without a direct import: the generated messages' runtime, and the node's lifecycle services.
 ROS_WITHOUT_IMPORT = {"rosidl_default_runtime", "lifecycle_msgs"}
 
@@ -116,8 +119,8 @@ def test_setup_py_declares_each_import_in_its_room_and_nothing_unused(setup_argu
             )
             used |= providers & allowed
     test_only = {"pytest", "pytest-timeout", "mcap", "mcap-ros2-support"}
-    declared = core | set().union(*(extras[name] for name in ("train", "eval", "demo")))
-    assert declared - used == set(), f"declared but imported nowhere: {sorted(declared - used)}"
+    declared = core | set().union(*(extras[name] for name in ("train", "eval", "demo", "onnx")))
+    assert declared - used - USED_WITHOUT_IMPORT == set(), f"declared but imported nowhere: {sorted(declared - used)}"
     assert extras["test"] == declared - core | test_only  # the tests run every command
     assert not any("opencv" in name and name != "opencv-python-headless" for name in declared | extras["test"])
 
@@ -144,7 +147,7 @@ def test_pinned_requirements_list_every_declared_distribution_and_no_other_pytho
 # (PyYAML stays: rclpy itself imports it.)
 BLOCK_EXTRAS = """
 import sys
-for name in ("timm", "matplotlib", "skimage", "mcap", "mcap_ros2"):
+for name in ("timm", "matplotlib", "skimage", "mcap", "mcap_ros2", "onnx", "onnxruntime", "onnxscript"):
     sys.modules[name] = None  # as if not installed: import raises ModuleNotFoundError, find_spec gives None
 """
 

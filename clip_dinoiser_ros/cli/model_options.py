@@ -11,7 +11,7 @@ import time
 
 from typing import TYPE_CHECKING
 
-from clip_dinoiser_ros.model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
+from clip_dinoiser_ros.model.choices import BACKENDS, DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
 from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE
@@ -48,6 +48,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="ViT and heads: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="what runs the per-frame graph: torch, or onnxruntime (fp32; an ONNX export per input "
+                        "size, made on first use and cached; TensorRT, then CUDA, then the CPU)")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip model name")
     parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED, help="open_clip tag or a local weights file")
     parser.add_argument(
@@ -76,13 +79,27 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 
 def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
     """The engine with the prompts active, and a description of its weights for the outputs."""
+    started = time.perf_counter()
+    engine = load_engine(args)
+    loaded = time.perf_counter()
+    engine.set_prompts(args.prompts)
+    print(
+        f"loaded {args.clip_model} on {engine.device} ({engine.runs_on}) in {loaded - started:.1f} s, "
+        f"encoded {len(args.prompts)} prompts in {time.perf_counter() - loaded:.1f} s",
+        file=sys.stderr,
+    )
+    weights = RANDOM_NOTICE if args.random_weights else f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
+    return engine, weights
+
+
+def load_engine(args: argparse.Namespace) -> ClipDinoiser:
+    """The engine without a vocabulary; every loading failure as a SetupError that names its option."""
     from clip_dinoiser_ros.model import CheckpointError, WeightsUnavailableError
     from clip_dinoiser_ros.model.build import EngineSettings, build_engine as build
 
     settings = EngineSettings(device=args.device, precision=args.precision, clip_model=args.clip_model,
                               clip_pretrained=args.clip_pretrained, heads=args.heads or "",
-                              random_weights=args.random_weights)
-    started = time.perf_counter()
+                              random_weights=args.random_weights, backend=args.backend)
     try:
         engine = build(settings)
     except CheckpointError as error:
@@ -95,12 +112,4 @@ def build_engine(args: argparse.Namespace) -> tuple[ClipDinoiser, str]:
         raise SetupError(f"{option}{error}") from error
     if args.short_side < engine.patch_size:
         raise SetupError(f"--short-side {args.short_side} is smaller than the patch size {engine.patch_size}")
-    loaded = time.perf_counter()
-    engine.set_prompts(args.prompts)
-    print(
-        f"loaded {args.clip_model} on {engine.device} in {loaded - started:.1f} s, "
-        f"encoded {len(args.prompts)} prompts in {time.perf_counter() - loaded:.1f} s",
-        file=sys.stderr,
-    )
-    weights = RANDOM_NOTICE if args.random_weights else f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
-    return engine, weights
+    return engine

@@ -11,10 +11,10 @@ import torch
 
 from .choices import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .clip_loading import load_clip, random_clip
-from .embedding_store import EmbeddingStore, user_cache_folder
-from .engine import ClipDinoiser
+from .embedding_store import EmbeddingStore
+from .engine import ClipDinoiser, check_backend
 from .heads import read_checkpoint
-from .heads_download import PUBLISHED
+from .heads_download import PUBLISHED, cache_dir
 from .precision import resolve_precision
 
 RANDOM_SEED = 0  # random weights are the same in every run, so plumbing runs are comparable
@@ -32,6 +32,7 @@ class EngineSettings:
     delta: float = 0.99
     random_weights: bool = False
     embedding_cache: bool = True  # class embeddings kept in the user cache (XDG_CACHE_HOME) across restarts
+    backend: str = "torch"  # or "onnxruntime" (model.choices.BACKENDS)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -47,7 +48,9 @@ def resolve_device(device: str) -> torch.device:
 def build_engine(settings: EngineSettings) -> ClipDinoiser:
     """Load (or, when asked explicitly, randomly initialise) CLIP and the heads; no vocabulary yet."""
     device = resolve_device(settings.device)
-    resolve_precision(settings.precision, device)  # fail before the slow model load
+    check_backend(settings.backend, settings.precision)  # fail before the slow model load
+    if settings.backend == "torch":
+        resolve_precision(settings.precision, device)
     if settings.random_weights:
         clip_model, heads = random_clip(settings.clip_model, device=str(device), seed=RANDOM_SEED), None
     else:
@@ -63,5 +66,6 @@ def build_engine(settings: EngineSettings) -> ClipDinoiser:
         return ClipDinoiser(
             clip_model, heads, device=device, gamma=settings.gamma, delta=settings.delta,
             templates=settings.templates, precision=settings.precision,
-            embedding_store=EmbeddingStore(user_cache_folder()) if settings.embedding_cache else None,
+            embedding_store=EmbeddingStore(cache_dir("text_embeddings")) if settings.embedding_cache else None,
+            backend=settings.backend,
         )

@@ -90,9 +90,10 @@ class DenseClipEncoder(nn.Module):
         bias = (w_o.double() @ b_v.double() + b_o.double()).to(b_o.dtype)
         return weight.detach(), bias.detach()
 
-    def forward(self, pixels: torch.Tensor) -> DenseFeatures:
-        """``pixels``: normalised (B, 3, H, W) with H, W multiples of the patch size."""
-        x, grid = self._tokens(pixels)
+    def forward(self, pixels: torch.Tensor, positional: torch.Tensor | None = None) -> DenseFeatures:
+        """``pixels``: normalised (B, 3, H, W) with H, W multiples of the patch size; ``positional``: the
+        embedding for their grid when the caller holds it (an exported graph bakes it in), else resized here."""
+        x, grid = self._tokens(pixels, positional)
         blocks = self.visual.transformer.resblocks
         head_block = len(blocks) + HEAD_FEATURE_BLOCK
         head_input = None
@@ -113,14 +114,17 @@ class DenseClipEncoder(nn.Module):
             x, features = self._block(block, x)
         return self._patch_map(features[:, 1:], grid)
 
-    def _tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _tokens(self, pixels: torch.Tensor,
+                positional: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch embedding, CLS and the resized positional embedding, through ln_pre; and the patch grid."""
         visual = self.visual
         batch, _, height, width = pixels.shape
         grid = (height // self.patch_size, width // self.patch_size)
         x = visual.conv1(pixels.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(batch, 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid, x.dtype)
+        if positional is None:
+            positional = self.positional_embedding(grid, x.dtype)
+        x = torch.cat([cls, x], dim=1) + positional
         return visual.ln_pre(x), grid
 
     @staticmethod

@@ -15,42 +15,22 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..atomic_file import atomic_write
+from .fingerprint import weights_fingerprint
 
 FORMAT = 1  # bump when what an entry means changes (how embeddings are averaged, normalised, stored)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # ~25 000 entries of a 512-wide tower
-FINGERPRINT_SAMPLES = 16384  # values hashed per tensor: a ViT-B/16 text tower in ~10 ms
 NORM_TOLERANCE = 1e-3
 SUFFIX = ".npz"
 
 
-def user_cache_folder() -> Path:
-    """``$XDG_CACHE_HOME/clip_dinoiser_ros/text_embeddings`` (``~/.cache`` when it is unset), as the XDG spec says."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "clip_dinoiser_ros" / "text_embeddings"
-
-
 def tower_fingerprint(clip_model: nn.Module) -> str:
-    """A hash of every text-side tensor: its name, shape, dtype and FINGERPRINT_SAMPLES evenly spaced values
-    (all of a smaller one).
-
-    Everything of the model but the image tower decides a text embedding. Reading all 250 MB of a ViT-B/16
-    text tower costs more than the restart this cache is for; another checkpoint, a fine-tune or a
-    quantisation changes the values everywhere, so it gets other keys.
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    with torch.no_grad():
-        for name, tensor in [*clip_model.named_parameters(), *clip_model.named_buffers()]:
-            if name.startswith("visual."):
-                continue
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
-            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-            digest.update(flat[::step][:FINGERPRINT_SAMPLES].float().cpu().numpy().tobytes())
-    return digest.hexdigest()
+    """The weights' fingerprint of everything but the image tower: all that decides a text embedding."""
+    return weights_fingerprint((name, tensor) for name, tensor in [*clip_model.named_parameters(),
+                                                                   *clip_model.named_buffers()]
+                               if not name.startswith("visual."))
 
 
 def encoder_key(tower: str, templates: Sequence[Callable[[str], str]], tokenizer: object) -> str:

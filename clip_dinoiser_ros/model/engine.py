@@ -14,13 +14,14 @@ from . import preprocessing as pre
 from .dense_clip import DenseClipEncoder
 from .embedding_store import EmbeddingStore
 from .full_resolution import FullResolution, full_resolution
-from .guided_pooling import class_probabilities, filter_background, guided_pool, patch_correlation
+from .guided_pooling import class_probabilities, dinoised_logits, filter_background
 from .heads import HeadsSource, build_heads
+from .onnx_backend import OnnxRuntimeBackend
 from .precision import autocast, resolve_precision
 from .text_encoder import PromptEncoder
 from .vocabulary import Vocabulary
 from .templates import TemplatesSpec
-from .choices import MODES
+from .choices import BACKENDS, MODES
 from .vocabulary import uses_background
 
 MAX_WHOLE_PATCHES = 16384  # beyond this one attention pass needs gigabytes: use slide mode
@@ -38,6 +39,15 @@ class Segmentation:
     prompts: tuple[str, ...]
 
 
+def check_backend(backend: str, precision: str) -> None:
+    """ValueError for an unknown backend, or a precision the backend cannot run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "onnxruntime" and precision not in ("auto", "fp32"):
+        raise ValueError(f"precision {precision!r} with backend 'onnxruntime': its exported graph runs in fp32 "
+                         "(use auto or fp32; fp16 is a TensorRT build of the export, see the README)")
+
+
 class ClipDinoiser:
     """Open-vocabulary segmentation with a frozen open_clip ViT and the CLIP-DINOiser heads."""
 
@@ -53,11 +63,13 @@ class ClipDinoiser:
         precision: str = "auto",
         tokenizer=None,
         embedding_store: Optional[EmbeddingStore] = None,
+        backend: str = "torch",
     ) -> None:
         if not hasattr(clip_model, "visual") or not hasattr(clip_model, "encode_text"):
             raise TypeError(f"clip_model must be an open_clip CLIP model, got {type(clip_model).__name__}")
+        check_backend(backend, precision)
         self.device = torch.device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = torch.float32 if backend == "onnxruntime" else resolve_precision(precision, self.device)
         self.gamma = float(gamma)
         self.delta = float(delta)
         self.clip_model = clip_model.to(self.device).eval()
@@ -65,12 +77,19 @@ class ClipDinoiser:
         self.heads = build_heads(heads, self.encoder.width).to(self.device)
         tokenizer = tokenizer or open_clip.tokenizer.SimpleTokenizer(context_length=clip_model.context_length)
         self.prompt_encoder = PromptEncoder(clip_model, tokenizer, templates, store=embedding_store)
+        # ONNX Runtime runs the per-frame graph (fp32, exported per input size on first use); torch the rest.
+        self.onnx = OnnxRuntimeBackend(self.encoder, self.heads) if backend == "onnxruntime" else None
         self._vocabulary: Optional[Vocabulary] = None
         self._text_on_device: dict[int, tuple[Vocabulary, torch.Tensor, torch.Tensor]] = {}
 
     @property
     def patch_size(self) -> int:
         return self.encoder.patch_size
+
+    @property
+    def runs_on(self) -> str:
+        """What runs the per-frame graph: ``torch`` or ``onnxruntime/<its execution provider>``."""
+        return "torch" if self.onnx is None else f"onnxruntime/{self.onnx.provider}"
 
     @property
     def vocabulary(self) -> Optional[Vocabulary]:
@@ -218,13 +237,15 @@ class ClipDinoiser:
                 f"{padded.shape[-2]}x{padded.shape[-1]} input gives {patches} patches in one pass "
                 f"(max {MAX_WHOLE_PATCHES}); use mode='slide' for such extreme aspect ratios"
             )
-        with autocast(self.device, self.dtype):
-            features = self.encoder(pre.normalize(padded))
-            projected, objectness = self.heads(features.head_input)
-        correlation = patch_correlation(projected.float())
-        pooled = guided_pool(features.maskclip.float(), correlation, self.gamma)
         embeddings, owners = self._text_tensors(vocabulary)
-        probs = class_probabilities(pooled, embeddings, owners, len(vocabulary))
+        if self.onnx is not None:
+            logits, objectness = self.onnx.run(pre.normalize(padded), embeddings, self.gamma)
+        else:
+            with autocast(self.device, self.dtype):
+                features = self.encoder(pre.normalize(padded))
+                projected, objectness = self.heads(features.head_input)
+            logits = dinoised_logits(features.maskclip, projected, embeddings, self.gamma)
+        probs = class_probabilities(logits, owners, len(vocabulary))
         if use_background:
             probs = filter_background(probs, objectness.float(), self.delta)
         return probs

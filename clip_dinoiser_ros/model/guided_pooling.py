@@ -26,16 +26,23 @@ def guided_pool(features: torch.Tensor, correlation: torch.Tensor, gamma: float)
     return pooled.view_as(features)
 
 
-def class_probabilities(
-    features: torch.Tensor, text_embeddings: torch.Tensor, synonym_to_class: torch.Tensor, num_classes: int
-) -> torch.Tensor:
-    """Softmax over classes of 100 * cosine(feature, text); a class scores its best synonym.
+def synonym_logits(features: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """100 * cosine(feature, text): (B, C, h, w) and (S, C) L2-normalised rows -> (B, S, h, w)."""
+    return LOGIT_SCALE * torch.einsum("bchw,sc->bshw", F.normalize(features, dim=1), text_embeddings)
 
-    ``features`` (B, C, h, w); ``text_embeddings`` (S, C) L2-normalised, one row per synonym;
-    ``synonym_to_class`` (S,) class index of each row. Returns (B, K, h, w).
+
+def dinoised_logits(maskclip: torch.Tensor, projected: torch.Tensor, text_embeddings: torch.Tensor,
+                    gamma: float) -> torch.Tensor:
+    """The synonyms' logits of MaskCLIP features pooled along the heads' correlations, in fp32."""
+    pooled = guided_pool(maskclip.float(), patch_correlation(projected.float()), gamma)
+    return synonym_logits(pooled, text_embeddings)
+
+
+def class_probabilities(logits: torch.Tensor, synonym_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Softmax over classes of the synonyms' ``logits`` (B, S, h, w); a class scores its best synonym.
+
+    ``synonym_to_class`` (S,) is the class index of each synonym. Returns (B, K, h, w).
     """
-    cosine = torch.einsum("bchw,sc->bshw", F.normalize(features, dim=1), text_embeddings)
-    logits = LOGIT_SCALE * cosine
     if logits.shape[1] != num_classes:
         index = synonym_to_class.view(1, -1, 1, 1).expand_as(logits)
         best = torch.full(

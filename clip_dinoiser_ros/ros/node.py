@@ -161,8 +161,9 @@ class ClipDinoiserNode(LifecycleNode):
         )
         self._vocabulary_service = self.create_service(SetPrompts, "~/set_prompts", self._handle_set_prompts)
         self.get_logger().info(
-            f"configured {settings.clip_model} on {self._engine.device} ({self._engine.dtype}) in "
-            f"{time.monotonic() - started:.1f} s; vocabulary v{version}: {list(vocabulary.names)}{self._texts_so_far()}"
+            f"configured {settings.clip_model} on {self._engine.device} ({self._engine.dtype}, "
+            f"{self._engine.runs_on}) in {time.monotonic() - started:.1f} s; "
+            f"vocabulary v{version}: {list(vocabulary.names)}{self._texts_so_far()}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -315,6 +316,7 @@ class ClipDinoiserNode(LifecycleNode):
         context = {
             "device": str(engine.device),
             "precision": str(engine.dtype).replace("torch.", ""),
+            "backend": engine.runs_on,
             "vocabulary": ", ".join(vocabulary.names),
             "vocabulary_version": str(version),
             "background_filtering": str(uses_background(vocabulary, background)).lower(),

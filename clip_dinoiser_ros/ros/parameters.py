@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-from ..model.choices import DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
+from ..model.choices import BACKENDS, DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
 from ..model.heads_download import PUBLISHED
 from ..model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 
@@ -228,6 +228,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   RECONFIGURE, choices=("imagenet", "simple", "none")),
     ParameterSpec("random_weights", False,
                   "Random CLIP and heads: plumbing and timing only, outputs are NOT segmentations", RECONFIGURE),
+    ParameterSpec("backend", "torch", "What runs the per-frame graph: torch, or onnxruntime (fp32; an ONNX export "
+                  "per input size, made on first use and cached; TensorRT, then CUDA, then the CPU)", RECONFIGURE,
+                  choices=BACKENDS),
     ParameterSpec("embedding_cache", True,
                   "Keep class embeddings in the user cache ($XDG_CACHE_HOME/clip_dinoiser_ros): a restart with "
                   "known prompts encodes nothing", RECONFIGURE),
