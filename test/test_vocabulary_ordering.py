@@ -54,12 +54,17 @@ def node(ros, tmp_path_factory):
 
 
 class Planner:
-    """What a costmap layer sees, in arrival order: one callback stream, LabelInfo subscribed first."""
+    """What a costmap layer sees, in the order its middleware received it.
+
+    Ordered by each message's receive time, not by when the probe's executor ran its callback: when it
+    lags (a loaded machine), an executor takes the ready subscriptions in its own fixed order, so a
+    summary received before a LabelInfo can be handed over after it (seen once in CI, Jazzy, under load).
+    """
 
     def __init__(self, probe) -> None:
         from clip_dinoiser_ros.msg import ClassConfidences
 
-        self.events: list[tuple[str, object]] = []
+        self.events: list[tuple[int, int, str, object]] = []  # (received ns, arrival, kind, message)
         self._lock = threading.Lock()
         self._subscriptions = [
             probe.node.create_subscription(LabelInfo, f"{OUTPUTS}/label_info", self._on("label_info"), LATCHED),
@@ -70,18 +75,23 @@ class Planner:
         self._probe = probe
 
     def _on(self, kind: str):
-        def record(message) -> None:
+        def record(message, info) -> None:
             with self._lock:
-                self.events.append((kind, message))
+                self.events.append((info["received_timestamp"], len(self.events), kind, message))
         return record
 
     def close(self) -> None:
         for subscription in self._subscriptions:
             self._probe.node.destroy_subscription(subscription)
 
+    def receive_times_known(self) -> bool:
+        """Whether the middleware stamped every message on receipt (else the order is the callbacks')."""
+        with self._lock:
+            return bool(self.events) and all(received > 0 for received, *_ in self.events)
+
     def snapshot(self) -> list[tuple[str, object]]:
         with self._lock:
-            return list(self.events)
+            return [(kind, message) for _, _, kind, message in sorted(self.events, key=lambda e: e[:2])]
 
 
 def stamp(message) -> tuple[int, int]:
@@ -176,6 +186,7 @@ def test_every_mask_is_defined_by_the_label_info_before_it_while_prompts_switch(
         assert load.stop() in (0, -2, 130, 1), load.log()  # SIGINT ends the busy loop with KeyboardInterrupt
         time.sleep(0.5)  # what is still on the wire
         planner.close()
+    assert planner.receive_times_known()
     violations, counts = check(planner.snapshot())
     print(f"ordering under load: {counts['masks']} masks, {counts['summaries']} summaries, "
           f"{counts['label_infos']} label_infos over {SWITCHES} switches; {len(violations)} violations; "
