@@ -64,12 +64,17 @@ def wait_for_log(node: NodeProcess, text: str, timeout: float = 120.0) -> None:
 
 
 def stream_frames_until_segmenting(probe, node: NodeProcess, publisher) -> None:
-    """Frames until the node received one; a slide frame at 896 then keeps it busy for many seconds."""
-    wait_until(lambda: probe.node.count_subscribers(TOPIC) > 0, 60, "the node's subscription")
-    for _ in range(5):
+    """Frames until the node received one; a slide frame at 896 then keeps it busy for many seconds.
+
+    Our publisher must have matched the node's subscription, not just seen it in the graph: once in CI all
+    of 5 frames sent within a second of the node's start were lost. Frames that come while it is busy
+    are dropped (latest frame only), so sending for longer costs nothing.
+    """
+    wait_until(lambda: publisher.get_subscription_count() > 0, 60, "our publisher matched with the node")
+    for _ in range(15):
         publisher.publish(rgb_message(synthetic_rgb(640, 480)))
         time.sleep(0.2)
-    time.sleep(2.0)  # well inside the first frame's segmentation
+    time.sleep(1.0)  # well inside the first frame's segmentation
 
 
 def test_deactivate_and_cleanup_during_a_slow_frame_and_an_encoding_then_shutdown_exits_0(probe, tmp_path):
