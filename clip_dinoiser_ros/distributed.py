@@ -9,6 +9,16 @@ import os
 import numpy as np
 
 
+def process_device(requested: str) -> str:
+    """Under torchrun each process takes the GPU of its LOCAL_RANK (``auto`` or ``cuda``); else ``requested``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and requested in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return requested
+
+
 class Ranks:
     def __init__(self, device: str) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -33,6 +43,16 @@ class Ranks:
         tensor = torch.from_numpy(matrix.copy())
         dist.all_reduce(tensor)
         return tensor.numpy()
+
+    def gather(self, value: object) -> list[object]:
+        """Every process's ``value`` (picklable), in rank order, on every process."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[object] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -24,7 +24,7 @@ from clip_dinoiser_ros.cli.model_options import SetupError, add_model_arguments,
 from clip_dinoiser_ros.evaluation import ConfusionMatrix, scores, write_reports
 from clip_dinoiser_ros.evaluation.benchmarks import IGNORE_INDEX, Benchmark, benchmarks, read_ground_truth, samples
 from clip_dinoiser_ros.evaluation.benchmarks import protocol as benchmark_protocol
-from clip_dinoiser_ros.distributed import Ranks
+from clip_dinoiser_ros.distributed import Ranks, process_device
 from clip_dinoiser_ros.extras import missing_extra
 from clip_dinoiser_ros.model.heads_download import PUBLISHED, PUBLISHED_HEADS, sha256_of
 from clip_dinoiser_ros.provenance import versions
@@ -99,6 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {missing}", file=sys.stderr)
         return 2
     chosen = list(benchmarks().values()) if args.all else [benchmarks()[name] for name in args.datasets]
+    args.device = process_device(args.device)  # under torchrun: the GPU of this process's LOCAL_RANK
     try:
         check_model_arguments(args)
         for benchmark in chosen:
