@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from ..evaluation import ConfusionMatrix, scores
+from ..evaluation.temporal import OUTSIDE, TemporalConsistency
 from ..evaluation.labels import LabelImageError, read_label_image
 from ..pipeline.messages import UNLABELLED_MONO8, UNLABELLED_MONO16, stamp_ns
 from .errors import BagError
@@ -27,6 +30,7 @@ from .reading import check_topics, messages, mono_labels, open_bag, to_rgb
 NO_CLASS = -1  # a prediction that is none of the ground-truth classes (the confusion's last column)
 LABEL_INFO = "vision_msgs/msg/LabelInfo"
 MASK_TYPES = ("sensor_msgs/msg/Image",)
+IMAGES_KEPT = 64  # camera images waiting for the mask of the same stamp (the node publishes it right after)
 
 
 def read_classes(path: Path) -> list[list[str]]:
@@ -59,6 +63,7 @@ def to_ground_truth_ids(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:
 class Prediction:
     stamp: int
     labels: np.ndarray  # ground-truth ids, NO_CLASS for none
+    grey: Optional[np.ndarray] = None  # the camera image, for the optical flow of the temporal consistency
 
 
 @dataclass
@@ -68,14 +73,18 @@ class EvalResult:
     matched: int = 0
     unmatched_predictions: int = 0
     unmatched_labels: int = 0
+    frames: int = 0
+    temporal: list[tuple[float, float]] = field(default_factory=list)  # (time s, TC of the pair ending there)
 
 
 def engine_predictions(bag: Path, topic: str, segment: Callable[[np.ndarray], np.ndarray],
-                       lookup: np.ndarray) -> Iterator[Prediction]:
+                       lookup: np.ndarray, with_images: bool = False) -> Iterator[Prediction]:
     with open_bag(bag) as reader:
         check_topics(reader, [topic])
         for item in messages(reader, [topic]):
-            yield Prediction(stamp_ns(item.message), to_ground_truth_ids(segment(to_rgb(item)), lookup))
+            rgb = to_rgb(item)
+            grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if with_images else None
+            yield Prediction(stamp_ns(item.message), to_ground_truth_ids(segment(rgb), lookup), grey)
 
 
 def label_info_lookup(names: Sequence[str], classes: Sequence[Sequence[str]]) -> np.ndarray:
@@ -120,9 +129,13 @@ def checked_ids(labels: np.ndarray, known: int, stamp: int, topic: str) -> np.nd
     return labels
 
 
-def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]]) -> Iterator[Prediction]:
+def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]],
+                     image_topic: Optional[str] = None) -> Iterator[Prediction]:
+    """The bag's masks as ground-truth ids; with ``image_topic``, each with its camera image (same stamp)."""
     with open_bag(bag) as reader:
         check_topics(reader, [topic], MASK_TYPES)
+        if image_topic is not None:
+            check_topics(reader, [image_topic])
         info_topic = topic.rsplit("/", 1)[0] + "/label_info"
         types = {c.topic: c.msgtype for c in reader.connections}
         if types.get(info_topic) == LABEL_INFO:
@@ -131,11 +144,17 @@ def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]]) ->
             tqdm.write(f"note: no {info_topic} in the bag; mask values are taken as the --classes prompts in order")
             maps = [ClassMap(-1, prompts_and_lookup(classes)[1])]
         stamps = [entry.stamp for entry in maps]
-        for item in messages(reader, [topic]):
+        images: dict[int, np.ndarray] = {}  # recent camera images by stamp, until their mask comes
+        for item in messages(reader, [topic] + ([image_topic] if image_topic else [])):
             stamp = stamp_ns(item.message)
+            if item.topic == image_topic:
+                images[stamp] = cv2.cvtColor(to_rgb(item), cv2.COLOR_RGB2GRAY)
+                while len(images) > IMAGES_KEPT:
+                    images.pop(next(iter(images)))
+                continue
             lookup = in_effect(maps, stamps, stamp, topic).lookup
             labels = checked_ids(mono_labels(item), len(lookup), stamp, topic)
-            yield Prediction(stamp, to_ground_truth_ids(labels, lookup))
+            yield Prediction(stamp, to_ground_truth_ids(labels, lookup), images.pop(stamp, None))
 
 
 def topic_ground_truth(bag: Path, topic: str) -> dict[int, np.ndarray]:
@@ -153,14 +172,25 @@ def read_label_file(path: Path) -> np.ndarray:
 
 def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: int, *,
              label_topic: Optional[dict[int, np.ndarray]] = None, label_files: Optional[list[Path]] = None,
-             total: Optional[int] = None) -> EvalResult:
-    """Accumulate the confusion; exactly one of ``label_topic`` (by stamp) and ``label_files`` (by order)."""
+             total: Optional[int] = None, temporal: bool = False, progress: Optional[tqdm] = None) -> EvalResult:
+    """Accumulate the confusion against at most one of ``label_topic`` (by stamp) and ``label_files`` (by
+    order), and with ``temporal`` the consistency of consecutive predictions (their images' optical flow)."""
     confusion = ConfusionMatrix(num_classes)
     result = EvalResult(confusion.matrix)
+    consistency = TemporalConsistency(num_classes) if temporal else None
     first: Optional[int] = None
-    with tqdm(total=total, unit="frame", desc="eval", dynamic_ncols=True) as progress:
+    bar = tqdm(total=total, unit="frame", desc="eval", dynamic_ncols=True) if progress is None else nullcontext(progress)
+    with bar as progress:
         for index, prediction in enumerate(predictions):
             progress.update()
+            result.frames += 1
+            first = prediction.stamp if first is None else first
+            if consistency is not None and prediction.grey is not None:
+                pair = consistency.add(prediction.grey, np.where(prediction.labels < 0, OUTSIDE, prediction.labels))
+                if pair is not None:
+                    result.temporal.append(((prediction.stamp - first) / 1e9, pair))
+            if label_topic is None and label_files is None:
+                continue
             if label_files is not None:
                 if index >= len(label_files):
                     raise BagError(f"label/frame mismatch: more frames than the {len(label_files)} label files")
@@ -174,7 +204,6 @@ def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: 
                 frame = confusion.update(prediction.labels, truth, ignore_index)
             except ValueError as error:
                 raise BagError(f"frame at stamp {prediction.stamp} ns: {error}") from error
-            first = prediction.stamp if first is None else first
             result.per_frame.append(((prediction.stamp - first) / 1e9, scores(frame).miou))
             result.matched += 1
             progress.set_postfix(mIoU=f"{100 * scores(confusion.matrix).miou:.1f}")

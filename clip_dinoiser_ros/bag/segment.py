@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
@@ -90,8 +92,11 @@ def _geometry(frame: PairedFrame, rgb_shape: tuple[int, ...]) -> FrameGeometry |
 
 
 def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinoiser, options: SegmentOptions,
-                stop: threading.Event) -> SegmentResult:
-    """Segment every frame until done or ``stop`` is set; the bag written so far is valid either way."""
+                stop: threading.Event, progress: Optional[tqdm] = None) -> SegmentResult:
+    """Segment every frame until done or ``stop`` is set; the bag written so far is valid either way.
+
+    ``progress``: a bar over several bags to advance, instead of one of this bag's own.
+    """
     with open_bag(bag) as reader:
         check_inputs(reader, cameras, options.cameras)
         total = _frame_count(reader, cameras)
@@ -104,8 +109,9 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
         copied = copied_topics(reader, cameras)
         copy_raw = is_rosbag2(reader)
         frames = 0
-        with BagWriter(out, options.storage, options.overwrite) as writer, \
-                tqdm(total=total, unit="frame", desc="segment", dynamic_ncols=True) as progress:
+        bar = tqdm(total=total, unit="frame", desc="segment", dynamic_ncols=True) if progress is None \
+            else nullcontext(progress)
+        with BagWriter(out, options.storage, options.overwrite) as writer, bar as progress:
 
             def segment(ready: list[PairedFrame]) -> None:
                 nonlocal frames

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="topics, types, counts, duration and rates of a bag")
     info.add_argument("bag", type=Path)
 
-    segment = commands.add_parser("segment", help="run the engine on a bag's cameras, write the node's topics")
-    segment.add_argument("bag", type=Path)
+    segment = commands.add_parser("segment", help="run the engine on bags' cameras, write the node's topics")
+    add_bags(segment, "one output bag per input bag: --out itself for a single bag, else under --out with the "
+                      "input's relative name")
     segment.add_argument("--topic", action="append", required=True, dest="topics",
                          help="an image topic (raw or compressed); repeat for several cameras")
     segment.add_argument("--depth-topic", action="append", default=[], dest="depth_topics",
@@ -44,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--camera-info-topic", action="append", default=[], dest="camera_info_topics",
                          help="the camera_info of the n-th --topic (default: its sibling <namespace>/camera_info)")
     segment.add_argument("--prompts", nargs="+", required=True, help="class names; class i gets mask value i")
-    segment.add_argument("--out", type=Path, required=True, help="the rosbag2 folder to write")
+    segment.add_argument("--out", type=Path, required=True,
+                         help="the rosbag2 folder to write; with several bags, the folder of their outputs")
+    segment.add_argument("--resume", action="store_true",
+                         help="skip output bags finished with the same weights and settings; redo the rest")
     segment.add_argument("--overlay", action="store_true", help="also write segmentation/overlay")
     segment.add_argument("--confidence-threshold", type=float, default=SPECS["confidence_threshold"].default)
     segment.add_argument("--confidence-encoding", choices=SPECS["confidence_encoding"].choices,
@@ -80,21 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--out", type=Path, required=True)
     add_storage(images)
 
-    evaluate = commands.add_parser("eval", help="mIoU against ground truth, frames matched by header stamp")
-    evaluate.add_argument("bag", type=Path)
+    evaluate = commands.add_parser("eval", help="mIoU against ground truth (frames matched by header stamp) and "
+                                   "the temporal consistency of the predictions, over one bag or many")
+    add_bags(evaluate, "reports per bag (under --out by relative name) and summary.md/json over all")
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--topic", help="an image topic: the engine segments its frames")
     source.add_argument("--mask-topic", help="masks already in the bag (e.g. recorded from the node): no model")
-    truth = evaluate.add_mutually_exclusive_group(required=True)
+    truth = evaluate.add_mutually_exclusive_group()
     truth.add_argument("--labels", type=Path, help="ground truth files, one per frame in frame order")
     truth.add_argument("--label-topic", help="ground truth mono8/mono16 topic, matched by header stamp")
     evaluate.add_argument("--classes", type=Path, required=True,
                           help="one line per ground-truth id: its prompt, synonyms separated by commas")
+    evaluate.add_argument("--temporal", action="store_true",
+                          help="also the temporal consistency (VSPW's TC: the previous mask warped along dense "
+                               "optical flow, mIoU with the current one); needs no ground truth")
+    evaluate.add_argument("--flow-topic", help="with --mask-topic --temporal: the camera images the flow is read from")
     evaluate.add_argument("--ignore-index", type=int, default=255)
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the reports")
     evaluate.add_argument("--overwrite", action="store_true")
     add_model_arguments(evaluate)
     return parser
+
+
+def add_bags(parser: argparse.ArgumentParser, outputs: str) -> None:
+    parser.add_argument("bags", nargs="+", metavar="BAG",
+                        help=f"bags, folders holding bags, or globs ({outputs}); under torchrun the processes "
+                             "share them, whole bags balanced by frame count")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -134,33 +149,9 @@ def run_info(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def run_segment(args: argparse.Namespace, stop: threading.Event) -> int:
-    from clip_dinoiser_ros.bag.reading import open_bag
-    from clip_dinoiser_ros.bag.segment import SegmentOptions, camera_inputs, check_inputs, segment_bag
-    from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
-    from clip_dinoiser_ros.pipeline.topics import TopicPlanError
+    from clip_dinoiser_ros.cli.bag_fleet import run_segment as segment_bags
 
-    prepare_output(args.out, args.overwrite)
-    try:
-        cameras = camera_inputs(args.topics, args.depth_topics, args.camera_info_topics)
-    except TopicPlanError as error:
-        raise BagError(str(error).replace("depth_topics", "--depth-topic").replace(
-            "camera_info_topics", "--camera-info-topic").replace("image_topics", "--topic")) from error
-    with open_bag(args.bag) as reader:  # a wrong bag or topic fails before the slow model load
-        check_inputs(reader, args.topics, cameras)
-    engine = load_engine(args)
-    frame = FrameSettings(mode=args.mode, short_side=args.short_side, background=args.background,
-                          threshold=args.confidence_threshold, confidence_encoding=args.confidence_encoding)
-    options = SegmentOptions(frame, overlay=args.overlay, storage=args.storage, overwrite=args.overwrite,
-                             cameras=cameras)
-    started = time.perf_counter()
-    result = segment_bag(args.bag, args.topics, args.out, engine, options, stop)
-    seconds = time.perf_counter() - started
-    print(f"wrote {args.out}: {result.frames} of {result.total} frames in {seconds:.1f} s "
-          f"({result.frames / max(seconds, 1e-9):.2f} frames/s)", file=sys.stderr)
-    if result.interrupted:
-        print(f"interrupted: the bag is valid and holds the first {result.frames} frames", file=sys.stderr)
-        return INTERRUPTED
-    return 0
+    return segment_bags(args, stop, load_engine)
 
 
 def run_play(args: argparse.Namespace, stop: threading.Event) -> int:
@@ -202,68 +193,9 @@ def run_from_images(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
-    from clip_dinoiser_ros.bag import evaluate as ev
-    from clip_dinoiser_ros.bag.from_images import image_files
-    from clip_dinoiser_ros.bag.reading import IMAGE_TYPES, check_topics, open_bag
-    from clip_dinoiser_ros.evaluation import scores, summary_table, write_reports
+    from clip_dinoiser_ros.cli.bag_fleet import run_eval as evaluate_bags
 
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        raise BagError(f"{args.out} exists and is not empty: choose another --out or pass --overwrite")
-    classes = ev.read_classes(args.classes)
-    names = [synonyms[0] for synonyms in classes]
-    with open_bag(args.bag) as reader:
-        check_topics(reader, [args.topic or args.mask_topic], ev.MASK_TYPES if args.mask_topic else IMAGE_TYPES)
-        frames = sum(c.msgcount for c in reader.connections if c.topic == (args.topic or args.mask_topic))
-    label_topic = ev.topic_ground_truth(args.bag, args.label_topic) if args.label_topic else None
-    label_files = image_files(args.labels) if args.labels else None
-    if label_files is not None and len(label_files) != frames:
-        raise BagError(f"label/frame mismatch: {frames} frames but {len(label_files)} label files in {args.labels}")
-    if args.mask_topic:
-        predictions = ev.mask_predictions(args.bag, args.mask_topic, classes)
-        model = f"masks recorded on {args.mask_topic}"
-    else:
-        from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
-
-        args.prompts, lookup = ev.prompts_and_lookup(classes)
-        engine = load_engine(args)
-        background = BACKGROUND_SETTINGS[args.background]
-
-        def segment(rgb):
-            return engine.segment(rgb, mode=args.mode, short_side=args.short_side, background=background,
-                                  probs=False).labels
-
-        predictions = ev.engine_predictions(args.bag, args.topic, segment, lookup)
-        model = "RANDOM WEIGHTS: plumbing only, not a segmentation result" if args.random_weights else \
-            f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
-    result = ev.evaluate(_until(predictions, stop), len(classes), args.ignore_index,
-                         label_topic=label_topic, label_files=label_files, total=frames)
-    if stop.is_set():
-        print("interrupted: no reports written", file=sys.stderr)
-        return INTERRUPTED
-    if result.matched == 0:
-        raise BagError("no frame matched any ground truth by header stamp: nothing to score")
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"bag": str(args.bag), "predictions": args.topic or args.mask_topic, "model": model,
-            "ground_truth": str(args.labels or args.label_topic), "frames_matched": result.matched,
-            "frames_without_ground_truth": result.unmatched_predictions,
-            "ground_truth_without_frame": result.unmatched_labels, "ignore_index": args.ignore_index}
-    written = write_reports(args.out, names, result.matrix, result.per_frame, meta, title=model)
-    print(summary_table(names, scores(result.matrix)))
-    if args.mask_topic is None and args.random_weights:
-        from clip_dinoiser_ros.visualization import RANDOM_NOTICE
-
-        print(f"\n{RANDOM_NOTICE}")
-    print(f"\nmatched {result.matched} frames; {result.unmatched_predictions} frames without ground truth; "
-          f"{result.unmatched_labels} ground-truth frames without a frame")
-    print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
-    return 0
-
-
-def _until(items, stop: threading.Event):
-    for item in items:
-        if stop.is_set():
-            return
-        yield item
+    return evaluate_bags(args, stop, load_engine)
 
 
 COMMANDS = {"info": run_info, "segment": run_segment, "play": run_play, "record": run_record,

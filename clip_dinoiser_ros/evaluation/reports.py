@@ -108,8 +108,37 @@ def write_reports(
         written.append(_plot_confusion(out / "confusion.png", names, matrix, title))
     written.append(_plot_iou(out / "iou_per_class.png", names, result.iou, title))
     if per_frame is not None:
-        written.append(_plot_over_time(out / "miou_over_time.png", per_frame, title))
+        written.append(_plot_over_time(out / "miou_over_time.png", per_frame, "mIoU %", title))
     return written
+
+
+def write_over_time(stem: Path, series: Sequence[tuple[float, float]], label: str, title: str = "") -> list[Path]:
+    """``series`` of (time s, fraction) as STEM.csv and a plot STEM.png."""
+    path = stem.with_suffix(".csv")
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        rows = csv.writer(stream)
+        rows.writerow(["time_s", label.split()[0].lower()])
+        rows.writerows([f"{time:.6f}", repr(float(value))] for time, value in series)
+    return [path, _plot_over_time(stem.with_suffix(".png"), series, label, title)]
+
+
+def write_summary(out: Path, rows: Sequence[dict], total: dict, meta: dict) -> list[Path]:
+    """summary.json and summary.md: frames, mIoU, TC and frames/s per bag and over all of them."""
+    json_path, md_path = out / "summary.json", out / "summary.md"
+    json_path.write_text(json.dumps({"meta": meta, "bags": list(rows), "total": total}, indent=2, allow_nan=False,
+                                    default=str) + "\n", encoding="utf-8")
+    lines = ["# Bag evaluation", ""] + [f"- {key}: {value}" for key, value in meta.items()] + [
+        "", "| bag | frames | matched | mIoU % | TC % | frames/s |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in [*rows, total]:
+        name = f"**{row['bag']}**" if row is total else str(row["bag"]).replace("|", "\\|")
+        lines.append(f"| {name} | {row['frames']} | {row['frames_matched']} | {_optional(row['miou'])} | "
+                     f"{_optional(row['tc'])} | {row['frames_per_s']:.2f} |")
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [json_path, md_path]
+
+
+def _optional(value: float | None) -> str:
+    return "—" if value is None else _percent(value)
 
 
 def _plot_confusion(path: Path, names: Sequence[str], matrix: np.ndarray, title: str) -> Path:
@@ -158,7 +187,7 @@ def _plot_iou(path: Path, names: Sequence[str], iou: np.ndarray, title: str) -> 
     return path
 
 
-def _plot_over_time(path: Path, per_frame: Sequence[tuple[float, float]], title: str) -> Path:
+def _plot_over_time(path: Path, per_frame: Sequence[tuple[float, float]], label: str, title: str) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 4), layout="constrained")
@@ -168,7 +197,7 @@ def _plot_over_time(path: Path, per_frame: Sequence[tuple[float, float]], title:
     ax.plot(times, values, marker=".", linewidth=1)
     ax.set_ylim(0, 100)
     ax.set_xlabel("time s")
-    ax.set_ylabel("mIoU %")
+    ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -1,0 +1,291 @@
+"""``clip-dinoiser-bag segment`` and ``eval`` over many bags, on one process or many (torchrun).
+
+Each process takes whole bags (bag.fleet.shard), loads the engine once (on the GPU of its LOCAL_RANK
+under torchrun) and shows one progress bar over its bags' frames. ``segment`` records each finished output
+bag with what made it, so ``--resume`` skips exactly those; ``eval`` sums the confusion matrices over the
+processes with all_reduce and rank 0 writes one summary over all bags.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from clip_dinoiser_ros.bag import fleet
+from clip_dinoiser_ros.bag.errors import BagError
+from clip_dinoiser_ros.bag.writing import prepare_output
+from clip_dinoiser_ros.distributed import Ranks, process_device
+
+INTERRUPTED = 130
+# What decides an output bag besides the engine's weights (their fingerprint is recorded too).
+SEGMENT_SETTINGS = ("topics", "depth_topics", "camera_info_topics", "prompts", "overlay", "confidence_threshold",
+                    "confidence_encoding", "storage", "mode", "short_side", "background", "precision", "backend",
+                    "clip_model", "clip_pretrained", "heads", "random_weights")
+
+
+def frame_counts(bags: list[fleet.BagInput], topics: list[str], check) -> list[int]:
+    """Each bag's frames on ``topics``, after ``check(reader)`` (a missing topic fails before the model loads)."""
+    from clip_dinoiser_ros.bag.reading import open_bag
+
+    counts = []
+    for bag in bags:
+        with open_bag(bag.path) as reader:
+            check(reader)
+            counts.append(sum(c.msgcount for c in reader.connections if c.topic in topics))
+    return counts
+
+
+def engine_fingerprint(engine) -> str:
+    from clip_dinoiser_ros.model.fingerprint import weights_fingerprint
+
+    return weights_fingerprint([*engine.clip_model.state_dict().items(),
+                                *(("heads." + name, t) for name, t in engine.heads.state_dict().items())])
+
+
+def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) -> int:
+    from clip_dinoiser_ros.bag.segment import SegmentOptions, camera_inputs, check_inputs, segment_bag
+    from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
+    from clip_dinoiser_ros.pipeline.topics import TopicPlanError
+
+    bags = fleet.find_bags(args.bags)
+    single = fleet.single_bag(args.bags)
+    try:
+        cameras = camera_inputs(args.topics, args.depth_topics, args.camera_info_topics)
+    except TopicPlanError as error:
+        raise BagError(str(error).replace("depth_topics", "--depth-topic").replace(
+            "camera_info_topics", "--camera-info-topic").replace("image_topics", "--topic")) from error
+    frames = frame_counts(bags, args.topics, lambda reader: check_inputs(reader, args.topics, cameras))
+    outputs = {bag: args.out if single else args.out / bag.name for bag in bags}
+    if single:
+        if not args.resume:
+            prepare_output(args.out, args.overwrite)
+    elif args.out.exists() and not args.out.is_dir():
+        raise BagError(f"{args.out} is a file: --out names a folder when several bags are segmented")
+    args.device = process_device(args.device)
+    ranks = Ranks(args.device)
+    try:
+        mine = fleet.shard(bags, frames, ranks.world, ranks.rank)
+        if not single and not (args.overwrite or args.resume):
+            taken = [str(outputs[bag]) for bag in mine if outputs[bag].exists()]
+            if taken:
+                raise BagError(f"{', '.join(taken)} exist(s): choose another --out, pass --overwrite, or --resume")
+        engine = load_engine(args)
+        weights = engine_fingerprint(engine)
+        frame = FrameSettings(mode=args.mode, short_side=args.short_side, background=args.background,
+                              threshold=args.confidence_threshold, confidence_encoding=args.confidence_encoding)
+        options = SegmentOptions(frame, overlay=args.overlay, storage=args.storage, overwrite=True, cameras=cameras)
+        done = {"bags": 0, "skipped": 0, "frames": 0}
+        started = time.perf_counter()
+        with tqdm(total=sum(frames[bags.index(bag)] for bag in mine), unit="frame", dynamic_ncols=True,
+                  desc="segment" if ranks.world == 1 else f"segment (rank {ranks.rank})") as progress:
+            for bag in mine:
+                out = outputs[bag]
+                settings = {**{name: getattr(args, name) for name in SEGMENT_SETTINGS}, "weights": weights,
+                            "input": str(bag.path.resolve()), "input_files": fleet.input_identity(bag.path)}
+                if args.resume and fleet.finished(out, settings):
+                    done["skipped"] += 1
+                    progress.update(frames[bags.index(bag)])
+                    continue
+                fleet.forget(out)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                bag_started = time.perf_counter()
+                result = segment_bag(bag.path, args.topics, out, engine, options, stop, progress)
+                done["frames"] += result.frames
+                if result.interrupted:
+                    tqdm.write(f"interrupted: the bag is valid and holds the first {result.frames} frames ({out}); "
+                               "--resume redoes it", file=sys.stderr)
+                    break
+                fleet.record_finished(out, settings, {"frames": result.frames,
+                                                      "seconds": time.perf_counter() - bag_started})
+                done["bags"] += 1
+        seconds = time.perf_counter() - started
+        if stop.is_set():
+            return INTERRUPTED
+        totals = ranks.gather((done, seconds))
+    finally:
+        ranks.close()
+    if ranks.main:
+        segmented = sum(d["frames"] for d, _ in totals)
+        wall = max(s for _, s in totals)
+        print(f"segmented {sum(d['bags'] for d, _ in totals)} bag(s), {segmented} frames in {wall:.1f} s "
+              f"({segmented / max(wall, 1e-9):.2f} frames/s, {ranks.world} process(es)); "
+              f"{sum(d['skipped'] for d, _ in totals)} finished bag(s) skipped (--resume); wrote {args.out}",
+              file=sys.stderr)
+    return 0
+
+
+@dataclass
+class BagScores:
+    """One bag's evaluation, as it travels from its process to rank 0."""
+
+    name: str
+    frames: int
+    seconds: float
+    matrix: Optional[np.ndarray] = None  # with ground truth
+    matched: int = 0
+    unmatched_predictions: int = 0
+    unmatched_labels: int = 0
+    per_frame: list = field(default_factory=list)
+    temporal: list = field(default_factory=list)
+
+
+def check_eval_arguments(args: argparse.Namespace, bags: list[fleet.BagInput]) -> Optional[str]:
+    """The topic the optical flow reads (None without --temporal); a BagError for what cannot work."""
+    if not (args.labels or args.label_topic or args.temporal):
+        raise BagError("nothing to measure: give ground truth (--labels or --label-topic), --temporal, or both")
+    if args.labels and len(bags) > 1:
+        raise BagError("--labels (files in frame order) goes with one bag; several bags take --label-topic")
+    if not args.temporal:
+        return None
+    if args.mask_topic and not args.flow_topic:
+        raise BagError("--temporal with --mask-topic needs --flow-topic: the camera images the masks were made from")
+    return args.flow_topic or args.topic
+
+
+def run_eval(args: argparse.Namespace, stop: threading.Event, load_engine) -> int:
+    from clip_dinoiser_ros.bag import evaluate as ev
+    from clip_dinoiser_ros.bag.from_images import image_files
+    from clip_dinoiser_ros.bag.reading import IMAGE_TYPES, check_topics
+
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise BagError(f"{args.out} exists and is not empty: choose another --out or pass --overwrite")
+    classes = ev.read_classes(args.classes)
+    bags = fleet.find_bags(args.bags)
+    flow_topic = check_eval_arguments(args, bags)
+    topic = args.topic or args.mask_topic
+
+    def check(reader) -> None:
+        check_topics(reader, [topic], ev.MASK_TYPES if args.mask_topic else IMAGE_TYPES)
+        if flow_topic:
+            check_topics(reader, [flow_topic])
+
+    frames = frame_counts(bags, [topic], check)
+    label_files = image_files(args.labels) if args.labels else None
+    if label_files is not None and len(label_files) != frames[0]:
+        raise BagError(f"label/frame mismatch: {frames[0]} frames but {len(label_files)} label files in {args.labels}")
+    args.device = process_device(args.device)
+    ranks = Ranks(args.device)
+    try:
+        mine = fleet.shard(bags, frames, ranks.world, ranks.rank)
+        predict = _predictions(args, classes, load_engine, flow_topic)
+        own: list[BagScores] = []
+        started = time.perf_counter()
+        with tqdm(total=sum(frames[bags.index(bag)] for bag in mine), unit="frame", dynamic_ncols=True,
+                  desc="eval" if ranks.world == 1 else f"eval (rank {ranks.rank})") as progress:
+            for bag in mine:
+                bag_started = time.perf_counter()
+                truth = ev.topic_ground_truth(bag.path, args.label_topic) if args.label_topic else None
+                result = ev.evaluate(_until(predict(bag.path), stop), len(classes), args.ignore_index,
+                                     label_topic=truth, label_files=label_files, temporal=flow_topic is not None,
+                                     progress=progress)
+                if stop.is_set():
+                    break
+                own.append(BagScores(str(bag.name), result.frames, time.perf_counter() - bag_started,
+                                     result.matrix if truth is not None or label_files else None, result.matched,
+                                     result.unmatched_predictions, result.unmatched_labels, result.per_frame,
+                                     result.temporal))
+        if stop.is_set():
+            print("interrupted: no reports written", file=sys.stderr)
+            return INTERRUPTED
+        ground_truth = bool(args.labels or args.label_topic)
+        total = ranks.total(sum((b.matrix for b in own if b.matrix is not None),
+                                np.zeros((len(classes), len(classes) + 1), np.int64))) if ground_truth else None
+        everyone = [scores for part in ranks.gather(own) for scores in part]
+        wall = max(ranks.gather(time.perf_counter() - started))
+    finally:
+        ranks.close()
+    if ranks.main:
+        _report(args, classes, sorted(everyone, key=lambda b: [str(x.name) for x in bags].index(b.name)), total,
+                wall, ranks.world, fleet.single_bag(args.bags))
+    return 0
+
+
+def _predictions(args: argparse.Namespace, classes, load_engine, flow_topic: Optional[str]):
+    """bag path -> its predictions: the engine's on --topic, or the masks recorded on --mask-topic."""
+    from clip_dinoiser_ros.bag import evaluate as ev
+
+    if args.mask_topic:
+        return lambda bag: ev.mask_predictions(bag, args.mask_topic, classes, flow_topic)
+    from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
+
+    args.prompts, lookup = ev.prompts_and_lookup(classes)
+    engine = load_engine(args)
+    background = BACKGROUND_SETTINGS[args.background]
+
+    def segment(rgb):
+        return engine.segment(rgb, mode=args.mode, short_side=args.short_side, background=background,
+                              probs=False).labels
+
+    return lambda bag: ev.engine_predictions(bag, args.topic, segment, lookup, with_images=flow_topic is not None)
+
+
+def _until(items, stop: threading.Event):
+    for item in items:
+        if stop.is_set():
+            return
+        yield item
+
+
+def _report(args: argparse.Namespace, classes, rows: list[BagScores], total: Optional[np.ndarray], wall: float,
+            processes: int, single: bool) -> None:
+    """Per bag (its folder, or --out itself for one bag) and in total: reports, then summary.md/json."""
+    from clip_dinoiser_ros.evaluation import scores, summary_table, write_reports
+    from clip_dinoiser_ros.evaluation.reports import write_over_time, write_summary
+    from clip_dinoiser_ros.evaluation.temporal import FLOW_METHOD
+
+    if total is not None and sum(row.matched for row in rows) == 0:
+        raise BagError("no frame matched any ground truth by header stamp: nothing to score")
+    names = [synonyms[0] for synonyms in classes]
+    model = _model_description(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for row in rows:
+        folder = args.out if single else args.out / row.name
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"bag": row.name, "predictions": args.topic or args.mask_topic, "model": model,
+                "ground_truth": str(args.labels or args.label_topic or "none"), "frames": row.frames,
+                "frames_matched": row.matched, "frames_without_ground_truth": row.unmatched_predictions,
+                "ground_truth_without_frame": row.unmatched_labels, "ignore_index": args.ignore_index}
+        if row.matrix is not None:
+            write_reports(folder, names, row.matrix, row.per_frame, meta, title=model)
+        if row.temporal:
+            write_over_time(folder / "temporal_consistency", row.temporal, "TC %", title=f"{model}; {FLOW_METHOD}")
+        summary.append({"bag": row.name, "frames": row.frames, "frames_matched": row.matched,
+                        "miou": scores(row.matrix).miou if row.matrix is not None else None,
+                        "tc": float(np.mean([tc for _, tc in row.temporal])) if row.temporal else None,
+                        "frames_per_s": row.frames / max(row.seconds, 1e-9)})
+    pairs = [tc for row in rows for _, tc in row.temporal]
+    frames = sum(row.frames for row in rows)
+    overall = {"bag": "all", "frames": frames, "frames_matched": sum(row.matched for row in rows),
+               "miou": scores(total).miou if total is not None else None,
+               "tc": float(np.mean(pairs)) if pairs else None, "frames_per_s": frames / max(wall, 1e-9)}
+    if total is not None and not single:
+        write_reports(args.out, names, total, None, {"bags": len(rows), "model": model}, title=model)
+    meta = {"model": model, "camera": args.topic or args.mask_topic, "processes": processes,
+            "temporal_consistency": FLOW_METHOD if pairs else "not measured (--temporal)"}
+    written = write_summary(args.out, summary, overall, meta)
+    if total is not None:
+        print(summary_table(names, scores(total)))
+    print(written[1].read_text())
+    if args.mask_topic is None and args.random_weights:
+        from clip_dinoiser_ros.visualization import RANDOM_NOTICE
+
+        print(f"\n{RANDOM_NOTICE}")
+    if total is not None:
+        print(f"\nmatched {overall['frames_matched']} frames; {sum(r.unmatched_predictions for r in rows)} frames "
+              f"without ground truth; {sum(r.unmatched_labels for r in rows)} ground-truth frames without a frame")
+    print(f"wrote {', '.join(str(path) for path in written)} and the reports under {args.out}", file=sys.stderr)
+
+
+def _model_description(args: argparse.Namespace) -> str:
+    if args.mask_topic:
+        return f"masks recorded on {args.mask_topic}"
+    if args.random_weights:
+        return "RANDOM WEIGHTS: plumbing only, not a segmentation result"
+    return f"CLIP {args.clip_model}/{args.clip_pretrained}, heads {args.heads}"
