@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,30 @@ def test_several_bags_get_a_summary_and_total_reports(fleet_root, tmp_path, caps
     printed = capsys.readouterr().out
     assert "| **all** | 19 | 19 |" in printed
     shutil.rmtree(out)
+
+
+def test_ctrl_c_keeps_the_finished_bags_and_resume_does_the_rest(tmp_path):
+    (tmp_path / "bags").mkdir()
+    for index in range(3):
+        frames = write_frames(tmp_path / f"frames{index}", 40, size=(320, 240), labels=False)
+        assert bag_cli("from-images", frames / "images", "--topic", "/cam/image_raw", "--rate", "10",
+                       "--out", tmp_path / "bags" / f"drive{index}") == 0
+    out = tmp_path / "out"
+    command = [installed("clip-dinoiser-bag"), "segment", str(tmp_path / "bags"), "--topic", "/cam/image_raw",
+               "--prompts", "a", "b", "--out", str(out), *TINY[:-1], "224"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 300
+        while not fleet.record_path(out / "drive0").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)  # the first bag is finished, the second under way
+        _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    assert "interrupted: the bag is valid and holds the first" in errors
+    finished = [name for name in ("drive0", "drive1", "drive2") if fleet.record_path(out / name).exists()]
+    assert "drive0" in finished and "drive2" not in finished
+    assert len([m for m in all_messages(out / "drive0") if m[0] == "/cam/segmentation/mask"]) == 40
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(finished)} finished bag(s) skipped" in resumed.stderr
+    for name in ("drive0", "drive1", "drive2"):
+        assert len([m for m in all_messages(out / name) if m[0] == "/cam/segmentation/mask"]) == 40
