@@ -63,18 +63,33 @@ def wait_for_log(node: NodeProcess, text: str, timeout: float = 120.0) -> None:
     assert node.alive(), node.log()
 
 
-def stream_frames_until_segmenting(probe, node: NodeProcess, publisher) -> None:
-    """Frames until the node received one; a slide frame at 896 then keeps it busy for many seconds.
+def frames_received(collector) -> int:
+    """The most frames the node's diagnostics have counted for TOPIC (0 before any report)."""
+    counts = [int(value.value) for array in collector.matching(lambda _: True) for status in array.status
+              if status.name.endswith(TOPIC) for value in status.values if value.key == "frames_received"]
+    return max(counts, default=0)
 
-    Our publisher must have matched the node's subscription, not just seen it in the graph: once in CI all
-    of 5 frames sent within a second of the node's start were lost. Frames that come while it is busy
-    are dropped (latest frame only), so sending for longer costs nothing.
+
+def stream_frames_until_segmenting(probe, node: NodeProcess, publisher) -> None:
+    """Frames until the node's diagnostics count one; a slide frame at 896 then keeps it busy for many seconds.
+
+    Twice in CI every frame sent in the first seconds after activation was lost (seeing the node's
+    subscription in the graph is not being matched with it); frames that come while the node is busy are
+    dropped (latest frame only), so sending until one is counted costs nothing.
     """
-    wait_until(lambda: publisher.get_subscription_count() > 0, 60, "our publisher matched with the node")
-    for _ in range(15):
-        publisher.publish(rgb_message(synthetic_rgb(640, 480)))
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside the first frame's segmentation
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    try:
+        def received() -> bool:
+            assert node.alive(), node.log()
+            publisher.publish(rgb_message(synthetic_rgb(640, 480)))
+            return frames_received(diagnostics) > 0
+
+        wait_until(received, 90, "a frame counted by the node's diagnostics", interval=0.3)
+    finally:
+        probe.node.destroy_subscription(diagnostics.subscription)
+    time.sleep(1.0)  # well inside that frame's segmentation
 
 
 def test_deactivate_and_cleanup_during_a_slow_frame_and_an_encoding_then_shutdown_exits_0(probe, tmp_path):
