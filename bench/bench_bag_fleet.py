@@ -29,6 +29,7 @@ CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvi
 
 def write_bags(root: Path, bags: int, frames: int) -> Path:
     files = sorted(CAMVID.glob("*.png")) if CAMVID.is_dir() else []
+    (root / "bags").mkdir(parents=True)
     for index in range(bags):
         images = root / "frames" / str(index)
         images.mkdir(parents=True)
