@@ -9,7 +9,9 @@ or after (the CLI's own start-up varies with the load the abandoned work puts on
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -21,7 +23,8 @@ from ros_harness import NodeProcess, wait_until
 
 TOPIC = "/bounds_cam/image_raw"
 BOUND_S = 5.0
-SLOW = {"clip_model": "ViT-B-16", "random_weights": True, "mode": "slide", "short_side": 896}
+# A frame of many seconds: 15 windows of 448 in fp32 (bf16 where native is ~2.5x faster)
+SLOW = {"clip_model": "ViT-B-16", "random_weights": True, "mode": "slide", "short_side": 896, "precision": "fp32"}
 HUNDRED = [f"object number {index}" for index in range(100)]
 NODE = "/clip_dinoiser"
 
@@ -70,26 +73,39 @@ def frames_received(collector) -> int:
     return max(counts, default=0)
 
 
-def stream_frames_until_segmenting(probe, node: NodeProcess, publisher) -> None:
-    """Frames until the node's diagnostics count one; a slide frame at 896 then keeps it busy for many seconds.
+@contextmanager
+def frames_flowing(probe, node: NodeProcess, publisher):
+    """Frames every 0.3 s from once the node's diagnostics count one until the block ends, so a slow frame is
+    being segmented whenever the block stops the node (the node keeps only the latest frame: it is never idle).
 
-    Twice in CI every frame sent in the first seconds after activation was lost (seeing the node's
-    subscription in the graph is not being matched with it); frames that come while the node is busy are
-    dropped (latest frame only), so sending until one is counted costs nothing.
+    Twice in CI every frame sent in the first seconds after activation was lost (seeing the node's subscription
+    in the graph is not being matched with it); and on a CPU with native bf16 one slide frame at 896 took only
+    ~3 s, less than a `ros2 lifecycle` call, so one frame sent was no longer being segmented when it came.
     """
     from diagnostic_msgs.msg import DiagnosticArray
 
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    stop = threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            publisher.publish(rgb_message(synthetic_rgb(640, 480)))
+            stop.wait(0.3)
+
+    sender = threading.Thread(target=send, name="camera", daemon=True)
+    sender.start()
     try:
         def received() -> bool:
             assert node.alive(), node.log()
-            publisher.publish(rgb_message(synthetic_rgb(640, 480)))
             return frames_received(diagnostics) > 0
 
         wait_until(received, 90, "a frame counted by the node's diagnostics", interval=0.3)
+        time.sleep(1.0)  # inside the segmentation of that frame or of the next
+        yield
     finally:
+        stop.set()
+        sender.join(timeout=5)
         probe.node.destroy_subscription(diagnostics.subscription)
-    time.sleep(1.0)  # well inside that frame's segmentation
 
 
 def test_deactivate_and_cleanup_during_a_slow_frame_and_an_encoding_then_shutdown_exits_0(probe, tmp_path):
@@ -100,8 +116,8 @@ def test_deactivate_and_cleanup_during_a_slow_frame_and_an_encoding_then_shutdow
         assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "configure", timeout=120).stdout
         assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "activate", timeout=60).stdout
 
-        stream_frames_until_segmenting(probe, node, publisher)
-        timed_transition("deactivate")
+        with frames_flowing(probe, node, publisher):
+            timed_transition("deactivate")
         wait_for_state(NODE, "inactive", node)
         assert "a frame was still being segmented" in node.log(), node.log()
 
@@ -156,8 +172,8 @@ def test_sigint_during_a_slow_frame_exits_0_within_5_s(probe, tmp_path):
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     try:
         wait_for_state(NODE, "active", node)
-        stream_frames_until_segmenting(probe, node, publisher)
-        status, took = sigint_exit_time(node)
+        with frames_flowing(probe, node, publisher):
+            status, took = sigint_exit_time(node)
         print(f"SIGINT during a slow frame: exit status {status} after {took:.2f} s")
         assert status == 0 and took < BOUND_S, node.log()
         assert "a frame was still being segmented" in node.log(), node.log()
