@@ -3,7 +3,7 @@
 #
 #   make install   .venv + pinned dependencies + ROS interfaces + ROS 2 tools + this package (idempotent)
 #   make test      install, then run the test suite against the INSTALLED package
-#                  (ROS_DISTRO=jazzy: the same in .venv-jazzy with the ROS 2 Jazzy wheels)
+#                  (ROS_DISTRO=kilted: the same in .venv-kilted with the ROS 2 Kilted wheels)
 #   make demo      install, then run the photo-stream demo (make demo WEIGHTS=random)
 #   make bench     install, then run bench/bench_*.py (BENCH=bench/bench_text.py BENCH_ARGS=...)
 #   make clean     remove build/ and the stamps (not .venv)
@@ -18,13 +18,14 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 
 PYTHON ?= python3.11
-# The ROS 2 distribution of the venv: kilted (default, .venv) or jazzy (.venv-jazzy). Its exact package
-# set is .ci/requirements-$(ROS_DISTRO).txt; a sourced ROS 2 setup exports ROS_DISTRO, so it is followed.
-ROS_DISTRO ?= kilted
+# The ROS 2 distribution of the venv: jazzy (the LTS, default, .venv) or kilted (.venv-kilted; end of
+# life 2026-12-31). Its exact package set is .ci/requirements-$(ROS_DISTRO).txt; a sourced ROS 2 setup
+# exports ROS_DISTRO, so it is followed.
+ROS_DISTRO ?= jazzy
 ifeq ($(wildcard .ci/requirements-$(ROS_DISTRO).txt),)
-$(error ROS_DISTRO=$(ROS_DISTRO) is not supported here: use kilted (the default) or jazzy)
+$(error ROS_DISTRO=$(ROS_DISTRO) is not supported here: use jazzy (the default) or kilted)
 endif
-ifeq ($(ROS_DISTRO),kilted)
+ifeq ($(ROS_DISTRO),jazzy)
 VENV ?= .venv
 else
 VENV ?= .venv-$(ROS_DISTRO)

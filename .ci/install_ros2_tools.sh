@@ -14,7 +14,7 @@ set -euo pipefail
 
 venv="$(realpath "$1")"
 build="$(realpath -m "$2")"
-distro="${3:-kilted}"
+distro="${3:-jazzy}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 archives="${ROS2_SRC:-${here}/../../shared/ros2-src}"
 python="${venv}/bin/python"
