@@ -2,7 +2,7 @@
 import threading
 import time
 
-from clip_dinoiser_ros.pipeline.frame_mailbox import FrameMailbox
+from clip_dinoiser_ros.ros.frame_mailbox import FrameMailbox
 
 
 def take(mailbox, **options):

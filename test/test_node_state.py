@@ -176,7 +176,7 @@ def test_a_single_frame_the_engine_refuses_is_tried_once_and_counted(spun, probe
 
     monkeypatch.setattr(engine, "segment_batch", refusing_batch)
     monkeypatch.setattr(engine, "segment", refusing)
-    stats = spun.node._streaming._cameras[TOPIC].stats
+    stats = spun.node._activation._cameras[TOPIC].stats
     before = stats.report()
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     try:
@@ -202,7 +202,7 @@ def test_a_model_failing_on_every_frame_is_an_error_in_diagnostics_after_five_se
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory (simulated)")
 
     monkeypatch.setattr(spun.node._engine, "segment_batch", out_of_memory)
-    stats = spun.node._streaming._cameras[TOPIC].stats
+    stats = spun.node._activation._cameras[TOPIC].stats
     rejected = stats.report().rejected
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
@@ -297,7 +297,7 @@ def test_a_frame_the_engine_refuses_does_not_cost_the_other_cameras_frame(two_ca
     monkeypatch.setattr(engine, "segment", refusing)
     send_to_both(probe, two_cameras)  # both served, in a batch or alone
     left = probe.collect(Image, "/left_cam/segmentation/mask")
-    right = two_cameras.node._streaming._cameras[TWO[1]]
+    right = two_cameras.node._activation._cameras[TWO[1]]
     publishers = [probe.node.create_publisher(Image, topic, 10) for topic in TWO]
     try:
         def refused_and_served():
@@ -335,9 +335,9 @@ def test_cleanup_lets_the_model_go_and_on_error_cleans_up_from_active(ros, probe
         assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
         assert spun.on_executor(spun.node.trigger_activate) == TransitionCallbackReturn.SUCCESS
         engine = weakref.ref(spun.node._engine)
-        streaming = spun.node._streaming
+        activation = spun.node._activation
 
-        stop, calls = streaming.stop, []
+        stop, calls = activation.stop, []
 
         def failing_once(*args):
             calls.append(args)
@@ -345,12 +345,12 @@ def test_cleanup_lets_the_model_go_and_on_error_cleans_up_from_active(ros, probe
                 raise RuntimeError("stop failed (simulated)")
             return stop(*args)
 
-        streaming.stop = failing_once
+        activation.stop = failing_once
         spun.on_executor(spun.node.trigger_deactivate)  # raises inside: rclpy runs on_error
         assert spun.node._state_machine.current_state[1] == "unconfigured" and len(calls) == 2
-        del streaming, stop, failing_once
+        del activation, stop, failing_once
         gc.collect()
-        assert spun.node._engine is None and spun.node._streaming is None and engine() is None
+        assert spun.node._engine is None and spun.node._activation is None and engine() is None
         wait_until(lambda: probe.node.count_subscribers(camera) == 0, 10, "the input subscription gone")
         assert spun.on_executor(spun.node.trigger_configure) == TransitionCallbackReturn.SUCCESS
     finally:

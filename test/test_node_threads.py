@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from clip_dinoiser_ros.pipeline.torch_threads import run_on_short_lived_thread
-from clip_dinoiser_ros.pipeline.vocabulary_switcher import VocabularySwitcher
+from clip_dinoiser_ros.ros.torch_threads import run_on_short_lived_thread
+from clip_dinoiser_ros.ros.vocabulary_switcher import VocabularySwitcher
 from ros_harness import wait_until
 
 

@@ -9,7 +9,7 @@ from sensor_msgs_py import point_cloud2
 from std_msgs.msg import Header
 
 from clip_dinoiser_ros.pipeline.frame_geometry import GeometryError, frame_geometry
-from clip_dinoiser_ros.pipeline.frame_mailbox import FrameMailbox
+from clip_dinoiser_ros.ros.frame_mailbox import FrameMailbox
 from clip_dinoiser_ros.pipeline.messages import Wanted
 from clip_dinoiser_ros.pipeline.spatial_outputs import spatial_outputs
 from node_frames import camera_info_message, depth_message, rgb_message

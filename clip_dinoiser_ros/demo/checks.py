@@ -53,8 +53,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise SetupError(f"--prompts: {error}") from error
     import open_clip
 
-    from clip_dinoiser_ros.model import clip_loading  # noqa: F401  (registers the package's extra model configs)
+    from clip_dinoiser_ros.model.clip_loading import register_test_configs
 
+    if getattr(args, "random_weights", False):
+        register_test_configs()
     if args.clip_model not in open_clip.list_models():
         raise SetupError(f"--clip-model {args.clip_model!r} is not an open_clip model (see open_clip.list_models())")
 

@@ -13,7 +13,7 @@ Without --random-weights the CLIP-DINOiser heads (--heads, default ``published``
 downloaded once into the user cache) and the pretrained CLIP weights are required; with it both are random
 and the output is NOT a segmentation result.
 
-This module is the command line and the node's lifetime; demo.checks, demo.streaming, demo.results and
+This module is the command line and the node's lifetime; demo.checks, demo.photo_feed, demo.results and
 demo.photos do the rest.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from clip_dinoiser_ros.demo.checks import (
     RANDOM_HINT, SetupError, check_arguments, check_weights, configure_environment,
 )
 from clip_dinoiser_ros.demo.photos import Photos, load_photos
-from clip_dinoiser_ros.demo.streaming import INPUT_TOPIC, run
+from clip_dinoiser_ros.demo.photo_feed import INPUT_TOPIC, run
 from clip_dinoiser_ros.extras import missing_extra
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
 from clip_dinoiser_ros.supervision import NodeProcess, node_executable

@@ -21,7 +21,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
 from ..msg import ClassConfidences
 from ..pipeline import topics
-from ..pipeline.frame_mailbox import Frame, FrameMailbox
+from .frame_mailbox import Frame, FrameMailbox
 from ..pipeline.frame_geometry import PAIR_WAIT_S, FrameGeometry, GeometryError, geometry_or_none
 from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
 from ..pipeline.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
@@ -89,7 +89,7 @@ class Camera:
         return self.names.input
 
 
-class Streaming:
+class Activation:
     """Subscriptions, publishers and the worker of one activation (entities are made on the executor thread)."""
 
     def __init__(self, node: LifecycleNode, engine: ClipDinoiser, plans: list[topics.CameraTopics],

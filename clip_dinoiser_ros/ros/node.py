@@ -1,6 +1,6 @@
 """The ``clip_dinoiser`` lifecycle node: parameters and lifecycle; frames go through the frame pipeline.
 
-configure loads the model and the first vocabulary, activate starts a Streaming (subscriptions,
+configure loads the model and the first vocabulary, activate starts an Activation (subscriptions,
 publishers and the inference worker, all or nothing), deactivate stops it, cleanup frees the model.
 Every transition says why it failed and none waits long: a frame being segmented or a vocabulary
 being encoded is given a few seconds, then left behind. Prompt changes are encoded off the frame path
@@ -24,13 +24,13 @@ from rclpy.parameter import Parameter
 from ..model.vocabulary import uses_background
 from ..pipeline import topics
 from ..pipeline.frame_pipeline import FrameSettings, VersionedVocabulary, effective_background
-from ..pipeline.torch_threads import Interrupted, run_on_short_lived_thread
-from ..pipeline.vocabulary_switcher import VocabularySwitcher
+from .torch_threads import Interrupted, run_on_short_lived_thread
+from .vocabulary_switcher import VocabularySwitcher
 from ..srv import SetPrompts
 from ..visualization import RANDOM_NOTICE
 from .diagnostics import VocabularyHealth
 from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, refusals
-from .streaming import LOG_THROTTLE_S, InputSettings, LiveSettings, Streaming
+from .activation import LOG_THROTTLE_S, InputSettings, LiveSettings, Activation
 
 if TYPE_CHECKING:
     from ..model import ClipDinoiser, Vocabulary
@@ -55,7 +55,7 @@ class ClipDinoiserNode(LifecycleNode):
         self._switcher: Optional[VocabularySwitcher] = None
         self._vocabulary_service = None
         self._vocabulary_health = VocabularyHealth()
-        self._streaming: Optional[Streaming] = None
+        self._activation: Optional[Activation] = None
         self._diagnostics_publisher = None
         self._diagnostics_timer = None
         self._random_weights = False
@@ -171,22 +171,22 @@ class ClipDinoiserNode(LifecycleNode):
         try:
             plans = topics.plan_cameras(self.param("image_topics"), self.resolve_topic_name,
                                         self.param("depth_topics"), self.param("camera_info_topics"))
-            self._streaming = Streaming(self, self._engine, plans, self.live_settings, self._active_vocabulary,
+            self._activation = Activation(self, self._engine, plans, self.live_settings, self._active_vocabulary,
                                         self._seconds_now)
-            self._streaming.start(InputSettings(self.param("input_reliability"), self.param("sync"),
+            self._activation.start(InputSettings(self.param("input_reliability"), self.param("sync"),
                                                 self.param("sync_slop_s")))
             self._start_diagnostics()
         except Exception as error:  # nothing of a failed activation may stay behind
-            self._stop_streaming()
+            self._stop_activation()
             self.get_logger().error(f"activate failed, staying inactive: {type(error).__name__}: {error}")
             return TransitionCallbackReturn.FAILURE
         if self._random_weights:
             self.get_logger().warning(RANDOM_NOTICE)
-        self.get_logger().info(f"active on {self._streaming.inputs}")
+        self.get_logger().info(f"active on {self._activation.inputs}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_streaming()
+        self._stop_activation()
         self.get_logger().info("inactive: subscriptions and outputs released, the model stays loaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -196,7 +196,7 @@ class ClipDinoiserNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: Optional[LifecycleState]) -> TransitionCallbackReturn:
-        self._stop_streaming()
+        self._stop_activation()
         self._release_model()
         if state is not None:  # the transition (not the process ending): the process ends too, status 0
             self.finalized = True
@@ -205,8 +205,8 @@ class ClipDinoiserNode(LifecycleNode):
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised: free everything and go back to unconfigured, from whatever state."""
-        self.get_logger().error(f"error while in {state.label}: releasing streaming and the model")
-        self._stop_streaming()
+        self.get_logger().error(f"error while in {state.label}: releasing the activation and the model")
+        self._stop_activation()
         self._release_model()
         return TransitionCallbackReturn.SUCCESS
 
@@ -217,7 +217,7 @@ class ClipDinoiserNode(LifecycleNode):
             1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
 
-    def _stop_streaming(self) -> None:
+    def _stop_activation(self) -> None:
         """Undo ``on_activate``, however far it got; a frame still being segmented is left behind."""
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
@@ -225,11 +225,11 @@ class ClipDinoiserNode(LifecycleNode):
         if self._diagnostics_publisher is not None:
             self.destroy_publisher(self._diagnostics_publisher)
             self._diagnostics_publisher = None
-        streaming = self._streaming
-        if streaming is None:
+        activation = self._activation
+        if activation is None:
             return
-        finished = streaming.stop()  # when it raises, on_error finds it here and stops it again
-        self._streaming = None
+        finished = activation.stop()  # when it raises, on_error finds it here and stops it again
+        self._activation = None
         if not finished:
             self.get_logger().warning("a frame was still being segmented: its outputs are discarded")
 
@@ -274,9 +274,9 @@ class ClipDinoiserNode(LifecycleNode):
                f"{encoder.encoded_texts} encoded)"
 
     def _sync_class_topics(self, active: VersionedVocabulary) -> None:
-        streaming = self._streaming
-        if streaming is not None:
-            streaming.sync_class_publishers(active)
+        activation = self._activation
+        if activation is not None:
+            activation.sync_class_publishers(active)
 
     def _on_vocabulary_error(self, version: int, error: Exception) -> None:
         self._vocabulary_health.on_failed(f"v{version}: {error}")
@@ -308,8 +308,8 @@ class ClipDinoiserNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish_diagnostics(self) -> None:
-        engine, switcher, streaming = self._engine, self._switcher, self._streaming
-        if engine is None or switcher is None or streaming is None:
+        engine, switcher, activation = self._engine, self._switcher, self._activation
+        if engine is None or switcher is None or activation is None:
             return
         version, vocabulary = switcher.active
         background = effective_background(self.param("background"), vocabulary)
@@ -325,6 +325,6 @@ class ClipDinoiserNode(LifecycleNode):
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         name = self.get_fully_qualified_name()
-        array.status = streaming.statuses(name, context)
+        array.status = activation.statuses(name, context)
         array.status.append(self._vocabulary_health.status(f"{name}: vocabulary", context))
         self._diagnostics_publisher.publish(array)

@@ -76,7 +76,7 @@ def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
     return status
 
 
-# the torch threads a stop may leave behind (streaming's worker, configure's loader and encoder, the switcher's)
+# the torch threads a stop may leave behind (the activation's worker, configure's loader and encoder, the switcher's)
 LEFT_BEHIND_THREADS = ("inference", "model-loader", "vocabulary-encoder")
 
 
