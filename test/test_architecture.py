@@ -55,6 +55,19 @@ def test_the_check_sees_an_rclpy_import(tmp_path):
     assert imported_modules(module) == {"rclpy.node", "rclpy.qos"}
 
 
+def test_importing_the_product_leaves_open_clip_s_registry_alone():
+    """The tiny test tower is registered where random weights need it, never as a side effect of an import."""
+    probe = ("import importlib, pkgutil, open_clip, clip_dinoiser_ros as p\n"
+             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(p.__path__, 'clip_dinoiser_ros.')\n"
+             " if m.name.startswith(('clip_dinoiser_ros.model', 'clip_dinoiser_ros.cli', 'clip_dinoiser_ros.pipeline'))]\n"
+             "assert 'ViT-Tiny-16-test' not in open_clip.list_models(), 'registered on import'\n"
+             "from clip_dinoiser_ros.model.clip_loading import random_clip\n"
+             "random_clip('ViT-Tiny-16-test')\n"
+             "assert 'ViT-Tiny-16-test' in open_clip.list_models()\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_no_module_is_over_400_lines():
     long = {str(path.relative_to(PACKAGE)): lines for path in PACKAGE.rglob("*.py")
             if (lines := len(path.read_text().splitlines())) > 400}

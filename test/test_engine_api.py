@@ -238,7 +238,7 @@ def test_missing_weights_raise_with_model_cache_and_command(monkeypatch, tmp_pat
 def test_local_weights_file_loads_into_the_named_architecture(tmp_path, tiny_clip):
     path = tmp_path / "tiny.pt"
     torch.save(tiny_clip.state_dict(), path)
-    model = load_clip("ViT-Tiny-16-test", str(path))
+    model = load_clip("ViT-Tiny-16-test", str(path))  # tiny_clip registered the test tower
     for key, value in tiny_clip.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
     assert not any(p.requires_grad for p in model.parameters())

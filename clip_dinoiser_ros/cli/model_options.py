@@ -65,12 +65,14 @@ def check_model_arguments(args: argparse.Namespace) -> None:
     """The cheap checks, before the slow model loading."""
     import open_clip
 
-    import clip_dinoiser_ros.model.clip_loading  # noqa: F401 - registers our model configs with open_clip
+    from clip_dinoiser_ros.model.clip_loading import register_test_configs
 
     try:
         parse_prompts(args.prompts)
     except ValueError as error:
         raise SetupError(f"--prompts: {error}") from error
+    if getattr(args, "random_weights", False):
+        register_test_configs()
     if args.clip_model not in open_clip.list_models():
         raise SetupError(f"--clip-model {args.clip_model!r} is not an open_clip model (see open_clip.list_models())")
     if not args.random_weights and not args.heads:

@@ -13,9 +13,18 @@ from torch import nn
 from .choices import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .errors import WeightsUnavailableError
 
-CONFIG_DIR = Path(__file__).with_name("configs")
-open_clip.add_model_config(CONFIG_DIR)  # our extra model configs (tiny test towers), as data
+TEST_CONFIG_DIR = Path(__file__).with_name("configs")  # tiny test towers (random weights only), as data
+TEST_MODELS = tuple(sorted(path.stem for path in TEST_CONFIG_DIR.glob("*.json")))
 
+
+def register_test_configs() -> None:
+    """Make our tiny test towers (``ViT-Tiny-16-test``) known to open_clip.
+
+    Called where random weights are built or a model name is checked for them, never on import:
+    open_clip's registry is global, and importing the product must not change it.
+    """
+    if not set(TEST_MODELS) <= set(open_clip.list_models()):
+        open_clip.add_model_config(TEST_CONFIG_DIR)
 
 
 def hf_cache_dir() -> Path:
@@ -71,6 +80,7 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAI
 
 def random_clip(model_name: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0) -> nn.Module:
     """The real architecture with random weights: for plumbing, tests and timing, never for results."""
+    register_test_configs()
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
         torch.manual_seed(seed)
         model = open_clip.create_model(model_name, pretrained=None, device=device)
