@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -192,3 +193,21 @@ def test_a_command_without_its_extra_says_which_to_install(tmp_path, command, ar
     assert result.returncode == 2, result.stderr
     assert f"pip install 'clip_dinoiser_ros[{extra}]'" in result.stderr and f"({missing} not installed)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_package_xml_and_cmakelists_name_no_ros_distribution():
+    """colcon builds them on any ROS 2 distribution from Jazzy on: nothing in them may name one."""
+    distributions = ("humble", "iron", "jazzy", "kilted", "lyrical", "rolling")
+    for name in ("package.xml", "CMakeLists.txt"):
+        text = (REPO / name).read_text().lower()
+        assert not [d for d in distributions if d in text], name
+
+
+def test_make_defaults_to_jazzy_in_dot_venv():
+    """The LTS is what a plain `make test`/`make demo` sets up (a sourced ROS 2 setup would export ROS_DISTRO)."""
+    environment = {name: value for name, value in os.environ.items() if name != "ROS_DISTRO"}
+    result = subprocess.run(["make", "-n", "-p", "--no-print-directory", "venv"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, env=environment)
+    variables = dict(line.split(" := ", 1) for line in result.stdout.splitlines() if " := " in line)
+    assert variables.get("VENV_ABS") == str(REPO / ".venv"), variables.get("VENV_ABS")
+    assert variables.get("REQUIREMENTS") == ".ci/requirements-jazzy.txt"
