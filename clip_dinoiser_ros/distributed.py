@@ -1,12 +1,30 @@
 """This process's share of a run started by torchrun (RANK, WORLD_SIZE); a plain run is rank 0 of 1.
 
-PyTorch's own launcher does the process management: NCCL between GPUs, gloo on CPU.
+PyTorch's own launcher does the process management. Every torchrun entry point (training, evaluation, the
+bag fleet) sets its group up here, one way: on a GPU process the GPU of LOCAL_RANK is made current first,
+then one group carries CPU tensors and picklable objects over gloo and CUDA tensors over NCCL, so that the
+tools' CPU-side totals and gathers work beside NCCL (NCCL alone refuses CPU tensors).
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether a process of ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) runs on a GPU."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
+def backend_spec(cuda: bool) -> str:
+    """The process-group backend: CPU tensors and objects over gloo always, CUDA tensors over NCCL on GPUs."""
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
 
 
 def process_device(requested: str) -> str:
@@ -25,9 +43,18 @@ class Ranks:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if self.world > 1:
-            import torch.distributed as dist
+            self._init_group(uses_cuda(device))
 
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    def _init_group(self, cuda: bool) -> None:
+        import torch
+        import torch.distributed as dist
+
+        options = {}
+        if cuda:
+            torch.cuda.set_device(self.local_rank)
+            if "device_id" in inspect.signature(dist.init_process_group).parameters:  # torch >= 2.3
+                options["device_id"] = torch.device("cuda", self.local_rank)
+        dist.init_process_group(backend_spec(cuda), **options)
 
     @property
     def main(self) -> bool:

@@ -51,8 +51,7 @@ def train(settings: TrainSettings) -> TrainResult:
     ranks = Ranks(device.type)
     try:
         if device.type == "cuda" and ranks.world > 1:
-            device = torch.device("cuda", ranks.local_rank)
-            torch.cuda.set_device(device)
+            device = torch.device("cuda", ranks.local_rank)  # Ranks made it the current device
         return Trainer(settings, ranks, device).run()
     finally:
         ranks.close()
