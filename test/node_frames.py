@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -70,8 +71,12 @@ def depth_message(depth: np.ndarray, header: Header, frame_id: str = "depth") ->
 
 
 def camera_info_message(header: Header, width: int, height: int, fx: float, cx: float, cy: float,
-                        fy: float | None = None) -> CameraInfo:
+                        fy: float | None = None, *, p: Sequence[float] | None = None,
+                        d: Sequence[float] = (0.0,) * 5) -> CameraInfo:
+    """K from ``fx``, ``fy``, ``cx``, ``cy``; P (row-major 3x4) is ``p``, or K's terms with Tx = Ty = 0 (an ideal,
+    undistorted camera); plumb_bob distortion ``d``. A calibrated camera sends K != P and a non-zero ``d``."""
     fy = fx if fy is None else fy
-    return CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
+    p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0] if p is None else [float(v) for v in p]
+    return CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob", d=list(d),
                       k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                      p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+                      p=p)

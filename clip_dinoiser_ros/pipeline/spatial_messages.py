@@ -25,19 +25,21 @@ POINT_STEP = 24  # 22 bytes of fields, padded to 4-byte alignment
 
 
 def intrinsics(info: CameraInfo) -> Intrinsics:
-    """The pinhole model of a camera_info (raises CameraModelError for zeros and the like)."""
-    return Intrinsics.from_k(tuple(info.k), info.width, info.height)
+    """The pinhole model of the images a camera_info describes, from P (K when P is all zero), with its binning
+    and roi applied as image_geometry does (raises CameraModelError for zeros and the like)."""
+    roi = info.roi
+    return Intrinsics.from_camera_info(tuple(info.k), tuple(info.p), info.width, info.height,
+                                       (info.binning_x, info.binning_y),
+                                       (roi.x_offset, roi.y_offset, roi.width, roi.height))
 
 
 def mask_camera_info(info: CameraInfo, camera: Intrinsics, header: Header) -> CameraInfo:
-    """``info`` for the mask: its header, and K and P scaled to the mask's size (``camera``)."""
-    sx, sy = camera.width / info.width, camera.height / info.height
-    k = list(info.k)
-    k[0], k[2], k[4], k[5] = camera.fx, camera.cx, camera.fy, camera.cy
-    p = list(info.p)
-    p[0], p[2], p[3], p[5], p[6] = p[0] * sx, p[2] * sx, p[3] * sx, p[5] * sy, p[6] * sy
+    """``info`` for the mask (``camera``: the model at the mask's size): its header and size, K and P in the
+    mask's pixels (binning and roi folded in, so none is left to apply: binning 0, an all-zero roi), the same
+    distortion and R."""
     return CameraInfo(header=header, width=camera.width, height=camera.height,
-                      distortion_model=info.distortion_model, d=info.d, k=k, r=info.r, p=p)
+                      distortion_model=info.distortion_model, d=info.d, k=camera.reframe(info.k), r=info.r,
+                      p=camera.reframe(info.p))
 
 
 def point_cloud(xyz: np.ndarray, rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray, unlabelled: int,
