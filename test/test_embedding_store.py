@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from clip_dinoiser_ros.model.clip_loading import random_clip
+from clip_dinoiser_ros.model import embedding_store
 from clip_dinoiser_ros.model.embedding_store import EmbeddingStore
 from clip_dinoiser_ros.model.heads_download import cache_dir
 from clip_dinoiser_ros.model.text_encoder import PromptEncoder
@@ -71,7 +72,7 @@ def test_a_fine_tuned_layer_is_another_tower(tiny_clip, tmp_path):
 def test_a_damaged_or_foreign_file_is_ignored_with_a_warning_and_encoded_again(tiny_clip, tmp_path, damage):
     store = EmbeddingStore(tmp_path / "cache")
     expected = encoder(tiny_clip, store).encode(["road", "car"])
-    road, car = (store._path(encoder(tiny_clip, store)._entry_key(text)) for text in ("road", "car"))
+    road, car = (store._path(encoder(tiny_clip, store)._entry_key(text), store.folder) for text in ("road", "car"))
     if damage == "garbage":
         road.write_bytes(b"\x93NUMPY not really" * 10)
     elif damage == "truncated":
@@ -107,12 +108,33 @@ def test_the_folder_stays_within_its_bound_keeping_the_most_recent(tiny_clip, tm
     assert not list(store.folder.glob(".*.part"))  # atomic writes leave no temporaries
 
 
-def test_an_unwritable_cache_costs_only_a_warning(tiny_clip, tmp_path):
+def test_an_unwritable_cache_falls_back_to_a_private_folder_with_one_warning(tiny_clip, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
-    with pytest.warns(RuntimeWarning, match="not written"):
-        vocabulary = encoder(tiny_clip, EmbeddingStore(blocked / "cache")).encode(PROMPTS)
-    assert len(vocabulary) == 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = encoder(tiny_clip, EmbeddingStore(blocked / "cache"))
+        vocabulary = first.encode(PROMPTS)
+        again = encoder(tiny_clip, EmbeddingStore(blocked / "cache"))  # another engine of the same process
+        again.encode([*PROMPTS, "person"])
+    assert len(vocabulary) == 3 and first.encoded_texts == 4
+    assert (again.restored_texts, again.encoded_texts) == (4, 1)  # from the private stand-in
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "cannot be written" in messages[0] and str(blocked / "cache") in messages[0]
+
+
+def test_a_cache_whose_files_cannot_be_touched_is_still_read(tiny_clip, tmp_path, monkeypatch):
+    """A read-only cache in a container image: marking an entry recently used fails, the entry is used."""
+    store = EmbeddingStore(tmp_path / "cache")
+    encoder(tiny_clip, store).encode(PROMPTS)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(embedding_store.os, "utime", refused)
+    restarted = encoder(tiny_clip, EmbeddingStore(tmp_path / "cache"))
+    restarted.encode([*PROMPTS, "person"])
+    assert (restarted.restored_texts, restarted.encoded_texts) == (4, 1)
 
 
 def test_the_engine_builder_keeps_embeddings_in_the_user_cache(monkeypatch, tmp_path):

@@ -264,6 +264,7 @@ def test_half_precision_on_cpu_is_refused_with_the_fix(tiny_clip):
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_it(tiny_clip, monkeypatch, native, expected):
     monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.delenv(precision_module.FORCE_FP32_VARIABLE, raising=False)  # make test PRECISION=fp32 sets it
     assert ClipDinoiser(tiny_clip, None).dtype == expected
     assert ClipDinoiser(tiny_clip, None, precision="fp32").dtype == torch.float32
 

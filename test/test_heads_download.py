@@ -154,6 +154,24 @@ def test_cache_hit_makes_no_request_even_with_the_server_stopped(tmp_path, serve
     assert server.requests == ["/ckpt/last.pt"]
 
 
+def test_an_unwritable_cache_downloads_into_a_private_folder_with_one_warning(tmp_path, server, published):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
+        first = resolve_heads("published", published=published, cache_dir=blocked / "heads")
+        again = resolve_heads("published", published=published, cache_dir=blocked / "heads")
+    assert first == again and not first.is_relative_to(tmp_path) and git_blob_id(first) == published.git_blob_id
+    assert len(caught) == 1 and server.requests == ["/ckpt/last.pt"]  # the stand-in is this process's cache
+
+
+def test_a_read_only_cache_holding_the_file_is_used_as_it_is(tmp_path, server, published, monkeypatch):
+    """A container image with the heads placed in its (read-only) cache: used, nothing written, no warning."""
+    cache = tmp_path / "cache"
+    placed = resolve_heads("published", published=published, cache_dir=cache)
+    monkeypatch.setattr(heads_download, "writable", lambda folder: pytest.fail("a cache hit must write nothing"))
+    assert resolve_heads("published", published=published, cache_dir=cache) == placed
+
+
 def test_hash_mismatch_is_refused_and_nothing_is_kept(tmp_path, server, checkpoint):
     wrong = RemoteFile(server.url("/ckpt/last.pt"), "0" * 40)
     with pytest.raises(CheckpointError) as caught:

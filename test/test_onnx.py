@@ -120,7 +120,8 @@ def test_an_export_is_reused_only_for_the_same_weights_and_gamma(tiny_clip, monk
     restarted.segment(image, short_side=64)
     assert exported == []  # the same weights, size and gamma: read from the cache
     restarted.gamma = 0.3
-    restarted.segment(image, short_side=64)
+    restarted.segment(image, short_side=64)  # runs gamma 0.2 while 0.3 is exported in the background
+    assert restarted.onnx.wait_prepared(timeout=300)
     _, other_weights = engines(random_clip(TINY_MODEL, seed=3), heads)
     other_weights.segment(image, short_side=64)
     assert exported == [(64, 96), (64, 96)]
@@ -163,8 +164,8 @@ def test_a_gpu_execution_provider_agrees_with_torch_fp32(tiny_clip):
 def test_the_backend_serves_several_threads_with_one_session_per_size(tiny_clip):
     import threading
 
-    width = tiny_clip.visual.conv1.out_channels
-    backend = OnnxRuntimeBackend(ClipDinoiser(tiny_clip, None).encoder, DinoiserHeads(width))
+    engine = ClipDinoiser(tiny_clip, None)
+    backend = OnnxRuntimeBackend(engine.encoder, engine.heads, engine.fingerprint)
     sessions = []
     threads = [threading.Thread(target=lambda: sessions.append(backend.session((64, 64), 0.2))) for _ in range(3)]
     for thread in threads:

@@ -72,11 +72,9 @@ def weights_record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def trtexec_command(onnx_path: Path, sidecar: dict[str, Any]) -> str:
-    """An fp16 engine with every LayerNormalization kept in fp32 (a known fp16 overflow spot in ViTs)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    norms = [node.name for node in model.graph.node if node.op_type == "LayerNormalization"]
+    """An fp16 engine with the LayerNormalizations the sidecar names kept in fp32 (a known fp16 overflow
+    spot in ViTs), as the onnxruntime backend's TensorRT sessions do."""
+    norms = sidecar["layer_norms"] if sidecar.get("layer_norm_fp32") else []
     _, channels, height, width = sidecar["inputs"]["pixels"]
     embedding = sidecar["inputs"]["text_embeddings"][1]
     shapes = {
@@ -125,7 +123,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = graph_size(args, engine.patch_size)
     print(f"{args.size[0]}x{args.size[1]} at short side {args.short_side} ({args.mode}): graph input {size[0]}x{size[1]}",
           file=sys.stderr)
-    sidecar = export_graph(engine.encoder, engine.heads, engine.gamma, size, args.out, weights=weights_record(args))
+    from clip_dinoiser_ros.model.fingerprint import GRAPH_PARTS
+
+    sidecar = export_graph(engine.encoder, engine.heads, engine.gamma, size, args.out, engine.fingerprint(GRAPH_PARTS),
+                           weights=weights_record(args))
     sidecar["trtexec"] = trtexec_command(args.out, sidecar)
     if args.prompts:
         sidecar["text_embeddings"] = write_vocabulary(engine, args.prompts, args.out)

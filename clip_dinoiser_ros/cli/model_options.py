@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from clip_dinoiser_ros.model.choices import BACKENDS, DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
 from clip_dinoiser_ros.model.heads_download import PUBLISHED
+from clip_dinoiser_ros.model.onnx_providers import SYNTAX as PROVIDER_OPTIONS_SYNTAX
 from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE
 
@@ -51,6 +52,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="what runs the per-frame graph: torch, or onnxruntime (fp32; an ONNX export per input "
                         "size, made on first use and cached; TensorRT, then CUDA, then the CPU)")
+    parser.add_argument("--onnx-provider-options", default="", metavar="KEY=VALUE,...",
+                        help=f"--backend onnxruntime: TensorRT/CUDA options, {PROVIDER_OPTIONS_SYNTAX}; the defaults: "
+                        "TensorRT fp16, engine and timing caches in the user cache, the engine's CUDA device")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip model name")
     parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED, help="open_clip tag or a local weights file")
     parser.add_argument(
@@ -101,7 +105,8 @@ def load_engine(args: argparse.Namespace) -> ClipDinoiser:
 
     settings = EngineSettings(device=args.device, precision=args.precision, clip_model=args.clip_model,
                               clip_pretrained=args.clip_pretrained, heads=args.heads or "",
-                              random_weights=args.random_weights, backend=args.backend)
+                              random_weights=args.random_weights, backend=args.backend,
+                              onnx_provider_options=args.onnx_provider_options)
     try:
         engine = build(settings)
     except CheckpointError as error:
@@ -110,7 +115,8 @@ def load_engine(args: argparse.Namespace) -> ClipDinoiser:
         option = "--clip-pretrained" if str(error).startswith("CLIP weights") else "--heads"
         raise SetupError(f"{error}\n(on the command line: {option} PATH)") from error
     except ValueError as error:  # no CUDA for --device cuda, a precision the device lacks, a tag the model lacks
-        option = {"precision": "--precision: ", "device": "--device: "}.get(str(error).split(" ", 1)[0], "")
+        option = {"precision": "--precision: ", "device": "--device: ",
+                  "onnx_provider_options": "--onnx-provider-options: "}.get(str(error).split(" ", 1)[0], "")
         raise SetupError(f"{option}{error}") from error
     if args.short_side < engine.patch_size:
         raise SetupError(f"--short-side {args.short_side} is smaller than the patch size {engine.patch_size}")

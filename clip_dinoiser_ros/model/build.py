@@ -15,6 +15,7 @@ from .embedding_store import EmbeddingStore
 from .engine import ClipDinoiser, check_backend
 from .heads import read_checkpoint
 from .heads_download import PUBLISHED, cache_dir
+from .onnx_providers import parse_provider_options
 from .precision import resolve_precision
 
 RANDOM_SEED = 0  # random weights are the same in every run, so plumbing runs are comparable
@@ -33,6 +34,7 @@ class EngineSettings:
     random_weights: bool = False
     embedding_cache: bool = True  # class embeddings kept in the user cache (XDG_CACHE_HOME) across restarts
     backend: str = "torch"  # or "onnxruntime" (model.choices.BACKENDS)
+    onnx_provider_options: str = ""  # "key=value,...", see model.onnx_providers; "" = fp16 and caches on
 
 
 def resolve_device(device: str) -> torch.device:
@@ -49,6 +51,7 @@ def build_engine(settings: EngineSettings) -> ClipDinoiser:
     """Load (or, when asked explicitly, randomly initialise) CLIP and the heads; no vocabulary yet."""
     device = resolve_device(settings.device)
     check_backend(settings.backend, settings.precision)  # fail before the slow model load
+    onnx_options = parse_provider_options(settings.onnx_provider_options)
     if settings.backend == "torch":
         resolve_precision(settings.precision, device)
     if settings.random_weights:
@@ -67,5 +70,5 @@ def build_engine(settings: EngineSettings) -> ClipDinoiser:
             clip_model, heads, device=device, gamma=settings.gamma, delta=settings.delta,
             templates=settings.templates, precision=settings.precision,
             embedding_store=EmbeddingStore(cache_dir("text_embeddings")) if settings.embedding_cache else None,
-            backend=settings.backend,
+            backend=settings.backend, onnx_options=onnx_options,
         )

@@ -15,22 +15,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-from torch import nn
 
 from ..atomic_file import atomic_write
-from .fingerprint import weights_fingerprint
+from .user_cache import writable
 
 FORMAT = 1  # bump when what an entry means changes (how embeddings are averaged, normalised, stored)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # ~25 000 entries of a 512-wide tower
 NORM_TOLERANCE = 1e-3
 SUFFIX = ".npz"
-
-
-def tower_fingerprint(clip_model: nn.Module) -> str:
-    """The weights' fingerprint of everything but the image tower: all that decides a text embedding."""
-    return weights_fingerprint((name, tensor) for name, tensor in [*clip_model.named_parameters(),
-                                                                   *clip_model.named_buffers()]
-                               if not name.startswith("visual."))
 
 
 def encoder_key(tower: str, templates: Sequence[Callable[[str], str]], tokenizer: object) -> str:
@@ -49,10 +41,14 @@ class EmbeddingStore:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.folder = Path(folder)
         self.max_bytes = int(max_bytes)
+        self._written_to: Optional[Path] = None
 
     def load(self, key: str, width: int) -> Optional[np.ndarray]:
         """The stored (width,) unit vector for ``key``; None when absent or not trustworthy (warned)."""
-        path = self._path(key)
+        folders = dict.fromkeys((self.folder, self._target()))  # the stand-in holds what this process wrote
+        path = next((path for path in (self._path(key, folder) for folder in folders) if path.is_file()), None)
+        if path is None:
+            return None
         try:
             with np.load(path, allow_pickle=False) as entry:
                 stored_key, vector = str(entry["key"]), entry["embedding"]
@@ -66,7 +62,10 @@ class EmbeddingStore:
             return self._ignored(path, f"it holds a {vector.dtype} {vector.shape} array, not float32 ({width},)")
         if not np.isfinite(vector).all() or abs(float(np.linalg.norm(vector)) - 1.0) > NORM_TOLERANCE:
             return self._ignored(path, "its vector is not a finite unit vector")
-        os.utime(path)  # recently used: pruned last
+        try:
+            os.utime(path)  # recently used: pruned last
+        except OSError:  # a read-only cache: the entry is as good, it only loses its place in the pruning order
+            pass
         return vector
 
     def save(self, entries: Iterable[tuple[str, np.ndarray]]) -> None:
@@ -74,26 +73,33 @@ class EmbeddingStore:
 
         A cache that cannot be written (read-only home, full disk) only costs the next start its encoding.
         """
+        target = self._target()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             for key, vector in entries:
-                with atomic_write(self._path(key)) as sink:
+                with atomic_write(self._path(key, target)) as sink:
                     np.savez(sink, key=np.array(key), embedding=np.asarray(vector, dtype=np.float32))
-            self._prune()
+            self._prune(target)
         except OSError as error:
-            warnings.warn(f"text embedding cache {self.folder} not written: {error}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"text embedding cache {target} not written: {error}", RuntimeWarning, stacklevel=2)
 
-    def _path(self, key: str) -> Path:
-        return self.folder / (hashlib.sha256(key.encode()).hexdigest() + SUFFIX)
+    def _target(self) -> Path:
+        """Where entries are written: the folder, or its private stand-in when it cannot be (user_cache)."""
+        if self._written_to is None:
+            self._written_to = writable(self.folder)
+        return self._written_to
+
+    @staticmethod
+    def _path(key: str, folder: Path) -> Path:
+        return folder / (hashlib.sha256(key.encode()).hexdigest() + SUFFIX)
 
     def _ignored(self, path: Path, why: str) -> None:
         warnings.warn(f"text embedding cache: ignoring {path}: {why}; the prompt is encoded again",
                       RuntimeWarning, stacklevel=3)
         return None
 
-    def _prune(self) -> None:
+    def _prune(self, folder: Path) -> None:
         files = []
-        for path in self.folder.glob("*" + SUFFIX):
+        for path in folder.glob("*" + SUFFIX):
             try:
                 status = path.stat()
             except FileNotFoundError:  # pruned by another process meanwhile

@@ -16,7 +16,10 @@ from .embedding_store import EmbeddingStore
 from .full_resolution import FullResolution, full_resolution
 from .guided_pooling import class_probabilities, dinoised_logits, filter_background
 from .heads import HeadsSource, build_heads
+from .fingerprint import GRAPH_PARTS, EngineFingerprint
 from .onnx_backend import OnnxRuntimeBackend
+from .onnx_providers import ProviderOptions
+from .patch_graph import padded as padded_to_patches
 from .precision import autocast, resolve_precision
 from .text_encoder import PromptEncoder
 from .vocabulary import Vocabulary
@@ -64,6 +67,7 @@ class ClipDinoiser:
         tokenizer=None,
         embedding_store: Optional[EmbeddingStore] = None,
         backend: str = "torch",
+        onnx_options: ProviderOptions = ProviderOptions(),
     ) -> None:
         if not hasattr(clip_model, "visual") or not hasattr(clip_model, "encode_text"):
             raise TypeError(f"clip_model must be an open_clip CLIP model, got {type(clip_model).__name__}")
@@ -75,10 +79,15 @@ class ClipDinoiser:
         self.clip_model = clip_model.to(self.device).eval()
         self.encoder = DenseClipEncoder(clip_model.visual)
         self.heads = build_heads(heads, self.encoder.width).to(self.device)
+        self.fingerprint = EngineFingerprint(clip_model, self.heads)  # fingerprint(parts): each part hashed once
         tokenizer = tokenizer or open_clip.tokenizer.SimpleTokenizer(context_length=clip_model.context_length)
-        self.prompt_encoder = PromptEncoder(clip_model, tokenizer, templates, store=embedding_store)
+        self.prompt_encoder = PromptEncoder(clip_model, tokenizer, templates, store=embedding_store,
+                                            fingerprint=self.fingerprint)
         # ONNX Runtime runs the per-frame graph (fp32, exported per input size on first use); torch the rest.
-        self.onnx = OnnxRuntimeBackend(self.encoder, self.heads) if backend == "onnxruntime" else None
+        self.onnx = OnnxRuntimeBackend(
+            self.encoder, self.heads, lambda: self.fingerprint(GRAPH_PARTS),
+            options=onnx_options.on_device(self.device.index if self.device.type == "cuda" else None),
+        ) if backend == "onnxruntime" else None
         self._vocabulary: Optional[Vocabulary] = None
         self._text_on_device: dict[int, tuple[Vocabulary, torch.Tensor, torch.Tensor]] = {}
 
@@ -90,6 +99,11 @@ class ClipDinoiser:
     def runs_on(self) -> str:
         """What runs the per-frame graph: ``torch`` or ``onnxruntime/<its execution provider>``."""
         return "torch" if self.onnx is None else f"onnxruntime/{self.onnx.provider}"
+
+    @property
+    def graph_status(self) -> Optional[str]:
+        """With onnxruntime: the graphs loaded, being prepared and failed (for /diagnostics); else None."""
+        return None if self.onnx is None else self.onnx.status
 
     @property
     def vocabulary(self) -> Optional[Vocabulary]:
@@ -132,9 +146,10 @@ class ClipDinoiser:
                                       vocabulary=vocabulary, probs=probs)[0]
         vocabulary = self._checked_vocabulary(vocabulary, short_side, window, stride)
         use_background = uses_background(vocabulary, background)
+        short_side, gamma = self._graph_settings([image], short_side, window, stride)
         with torch.inference_mode():
             resized = self._resized_tensor(image, short_side)
-            inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride)
+            inference_probs = self._slide_probabilities(resized, vocabulary, use_background, window, stride, gamma)
             size = image.shape[:2]
             (result,) = self._to_host([full_resolution(inference_probs, size, keep_probs=probs)], vocabulary)
             return result
@@ -155,6 +170,7 @@ class ClipDinoiser:
         """
         vocabulary = self._checked_vocabulary(vocabulary, short_side, self.patch_size, 1)
         use_background = uses_background(vocabulary, background)
+        short_side, gamma = self._graph_settings(images, short_side)
         with torch.inference_mode():
             resized = [self._resized_tensor(image, short_side) for image in images]
             groups: dict[tuple[int, ...], list[int]] = {}
@@ -163,12 +179,33 @@ class ClipDinoiser:
             outputs: list[Optional[FullResolution]] = [None] * len(images)
             for members in groups.values():
                 pixels = torch.cat([resized[i] for i in members])
-                batch = self._upsampled_by_patch(self._patch_probabilities(pixels, vocabulary, use_background),
+                batch = self._upsampled_by_patch(self._patch_probabilities(pixels, vocabulary, use_background, gamma),
                                                  pixels.shape[-2:])
                 for index, inference_probs in zip(members, batch):
                     size = images[index].shape[:2]
                     outputs[index] = full_resolution(inference_probs.unsqueeze(0), size, keep_probs=probs)
             return self._to_host(outputs, vocabulary)
+
+    def _graph_settings(self, images: Sequence[np.ndarray], short_side: int, window: Optional[int] = None,
+                        stride: int = 1) -> tuple[int, float]:
+        """The (short side, gamma) to run with: the asked ones, or with onnxruntime the ones in use while
+        the graphs of the asked ones are prepared in the background (OnnxRuntimeBackend.settle)."""
+        if self.onnx is None:
+            return short_side, self.gamma
+        for image in images:
+            pre.check_image(image)
+        shapes = {image.shape[:2] for image in images}
+
+        def graphs(settings: tuple[int, float]) -> set[tuple[tuple[int, int], float]]:
+            side, gamma = settings
+            sizes = set()
+            for height, width in shapes:
+                resized = pre.short_side_size(height, width, side)
+                boxes = [(0, 0, *resized)] if window is None else pre.sliding_windows(*resized, window, stride)
+                sizes |= {padded_to_patches((bottom - top, right - left), self.patch_size) for top, left, bottom, right in boxes}
+            return {(size, gamma) for size in sizes}
+
+        return self.onnx.settle((short_side, self.gamma), graphs)
 
     def _resized_tensor(self, image: np.ndarray, short_side: int) -> torch.Tensor:
         """(1, 3, h, w) in [0, 1] on the device, resized on the host as uint8 (see preprocessing)."""
@@ -205,7 +242,8 @@ class ClipDinoiser:
         ]
 
     def _slide_probabilities(
-        self, pixels: torch.Tensor, vocabulary: Vocabulary, use_background: bool, window: int, stride: int
+        self, pixels: torch.Tensor, vocabulary: Vocabulary, use_background: bool, window: int, stride: int,
+        gamma: float,
     ) -> torch.Tensor:
         """The paper's protocol: overlapping windows, each upsampled to its crop, overlaps averaged."""
         height, width = pixels.shape[-2:]
@@ -216,7 +254,7 @@ class ClipDinoiser:
             chunk = boxes[start:start + SLIDE_BATCH]
             crops = torch.cat([pixels[:, :, t:b, l:r] for t, l, b, r in chunk])
             # As the benchmarks' encode_decode: the padded grid's map is stretched onto the window.
-            probs = pre.resize(self._patch_probabilities(crops, vocabulary, use_background), crops.shape[-2:])
+            probs = pre.resize(self._patch_probabilities(crops, vocabulary, use_background, gamma), crops.shape[-2:])
             for (top, left, bottom, right), crop_probs in zip(chunk, probs):
                 total[:, :, top:bottom, left:right] += crop_probs
                 count[:, :, top:bottom, left:right] += 1
@@ -227,7 +265,8 @@ class ClipDinoiser:
         upsampled = F.interpolate(probs, scale_factor=self.patch_size, mode="bilinear", align_corners=False)
         return upsampled[:, :, :size[0], :size[1]]
 
-    def _patch_probabilities(self, crops: torch.Tensor, vocabulary: Vocabulary, use_background: bool) -> torch.Tensor:
+    def _patch_probabilities(self, crops: torch.Tensor, vocabulary: Vocabulary, use_background: bool,
+                             gamma: float) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, K, h, w) class probabilities (background-filtered if asked) on the
         patch grid of the crops zero-padded to a multiple of the patch size."""
         padded = pre.pad_to_multiple(crops, self.patch_size)
@@ -239,12 +278,12 @@ class ClipDinoiser:
             )
         embeddings, owners = self._text_tensors(vocabulary)
         if self.onnx is not None:
-            logits, objectness = self.onnx.run(pre.normalize(padded), embeddings, self.gamma)
+            logits, objectness = self.onnx.run(pre.normalize(padded), embeddings, gamma)
         else:
             with autocast(self.device, self.dtype):
                 features = self.encoder(pre.normalize(padded))
                 projected, objectness = self.heads(features.head_input)
-            logits = dinoised_logits(features.maskclip, projected, embeddings, self.gamma)
+            logits = dinoised_logits(features.maskclip, projected, embeddings, gamma)
         probs = class_probabilities(logits, owners, len(vocabulary))
         if use_background:
             probs = filter_background(probs, objectness.float(), self.delta)

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Optional, Union
 
 from .errors import CheckpointError, WeightsUnavailableError
+from .user_cache import writable
 
 PUBLISHED = "published"
 URL_SCHEMES = ("http://", "https://")
@@ -114,8 +115,11 @@ def resolve_heads(
 
 
 def cached_download(remote: RemoteFile, cache_dir: Path, timeout: float) -> Path:
-    """The cached copy of ``remote``, verified when its blob id is known; downloaded only when absent."""
+    """The cached copy of ``remote``, verified when its blob id is known; downloaded only when absent (into
+    a private temporary folder when ``cache_dir`` cannot be written: see user_cache)."""
     target = cache_dir / cache_file_name(remote.url)
+    if not target.is_file():
+        target = writable(cache_dir) / target.name
     if target.is_file():
         actual = digest_mismatch(remote, target)
         if actual:

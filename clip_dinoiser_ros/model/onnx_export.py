@@ -20,7 +20,6 @@ from torch import nn
 
 from ..atomic_file import PUBLIC_MODE, atomic_write
 from .dense_clip import DenseClipEncoder
-from .fingerprint import weights_fingerprint
 from .heads_download import sha256_of
 from .patch_graph import INPUT_NAMES, OUTPUT_NAMES, PatchGraph
 
@@ -38,15 +37,15 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def graph_description(encoder: DenseClipEncoder, heads: nn.Module, gamma: float, size: tuple[int, int],
+def graph_description(encoder: DenseClipEncoder, gamma: float, size: tuple[int, int], fingerprint: str,
                       opset: int = OPSET) -> dict[str, Any]:
-    """Everything that decides the graph's results: the cache key of an exported file."""
+    """Everything that decides the graph's results: the cache key of an exported file. ``fingerprint``: the
+    engine's of the image tower and the heads (``engine.fingerprint(GRAPH_PARTS)``)."""
     patch = encoder.patch_size
     width = int(encoder.visual.output_dim)
     return {
         "format": FORMAT,
-        "weights_fingerprint": weights_fingerprint([*(("visual." + n, t) for n, t in encoder.visual.state_dict().items()),
-                                                    *(("heads." + n, t) for n, t in heads.state_dict().items())]),
+        "weights_fingerprint": fingerprint,
         "input_size": list(size),
         "grid": [size[0] // patch, size[1] // patch],
         "patch_size": patch,
@@ -65,16 +64,18 @@ def description_key(description: Mapping[str, Any]) -> str:
 
 
 def export_graph(encoder: DenseClipEncoder, heads: nn.Module, gamma: float, size: tuple[int, int], path: Path,
-                 opset: int = OPSET, weights: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+                 fingerprint: str, opset: int = OPSET, weights: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Write ``path`` (.onnx) and its sidecar (``path`` with .json), each atomically; returns the sidecar.
 
-    ``weights``: what the caller knows of the weight files (names, sha256), recorded as given.
+    ``fingerprint``: the engine's of the image tower and the heads; ``weights``: what the caller knows of
+    the weight files (names, sha256), recorded as given. The sidecar names the graph's LayerNormalization
+    nodes and asks for them in fp32 under fp16 (``layer_norm_fp32``): TensorRT builds honour it.
     """
     try:
         import onnx
     except ImportError as error:
         raise RuntimeError("ONNX export needs the onnx extra: pip install 'clip_dinoiser_ros[onnx]'") from error
-    description = graph_description(encoder, heads, gamma, size, opset)
+    description = graph_description(encoder, gamma, size, fingerprint, opset)
     device = encoder.visual.conv1.weight.device
     graph = PatchGraph(encoder, heads, gamma, size).eval()
     pixels = torch.zeros(EXAMPLE_BATCH, 3, *size, device=device)
@@ -94,12 +95,14 @@ def export_graph(encoder: DenseClipEncoder, heads: nn.Module, gamma: float, size
         program.save(temporary)  # an ONNX program saves to a path, not a stream: atomic_write cannot serve it
         os.chmod(temporary, PUBLIC_MODE)
         onnx.checker.check_model(temporary)
+        norms = [node.name for node in onnx.load(temporary, load_external_data=False).graph.node
+                 if node.op_type == "LayerNormalization"]
         digest = sha256_of(temporary)
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
     sidecar = {**description, "key": description_key(description), "onnx_sha256": digest,
-               "weights": dict(weights or {})}
+               "weights": dict(weights or {}), "layer_norms": norms, "layer_norm_fp32": bool(norms)}
     write_sidecar(path, sidecar)
     return sidecar
 

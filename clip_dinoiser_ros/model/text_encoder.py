@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embedding_store import EmbeddingStore, encoder_key, tower_fingerprint
+from .embedding_store import EmbeddingStore, encoder_key
+from .fingerprint import TEXT, EngineFingerprint
 from .errors import EncodingCancelled
 from .templates import TemplatesSpec, resolve_templates
 from .vocabulary import Vocabulary, parse_prompts
@@ -28,7 +29,7 @@ class PromptEncoder:
     """Encodes class prompts with an open_clip model's text tower; one instance per model."""
 
     def __init__(self, clip_model: nn.Module, tokenizer, templates: TemplatesSpec = "imagenet",
-                 store: Optional[EmbeddingStore] = None) -> None:
+                 store: Optional[EmbeddingStore] = None, fingerprint: Optional[EngineFingerprint] = None) -> None:
         self.model = clip_model
         self.tokenizer = tokenizer
         self.templates_key, self.templates = resolve_templates(templates)
@@ -36,6 +37,7 @@ class PromptEncoder:
         self._lock = threading.Lock()
         self._tower = _CausalTextTower.from_model(clip_model)
         self._store = store
+        self._fingerprint = fingerprint or EngineFingerprint(clip_model)  # the engine's, when it has one
         self._store_key: Optional[str] = None  # the tower's fingerprint is taken on the store's first use
         self.restored_texts = 0  # prompt texts read from the store, since construction
         self.encoded_texts = 0  # prompt texts run through the text tower
@@ -73,7 +75,7 @@ class PromptEncoder:
 
     def _entry_key(self, text: str) -> str:
         if self._store_key is None:
-            self._store_key = encoder_key(tower_fingerprint(self.model), self.templates, self.tokenizer)
+            self._store_key = encoder_key(self._fingerprint((TEXT,)), self.templates, self.tokenizer)
         return f"{self._store_key}\x1e{text}"
 
     @torch.no_grad()
