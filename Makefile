@@ -70,6 +70,8 @@ endif
 export ROS_DOMAIN_ID
 
 PYTEST_ARGS ?=
+# make test PRECISION=fp32: "auto" precision runs fp32 (CLIP_DINOISER_FORCE_FP32=1), as on a CPU without native bf16
+PRECISION ?= auto
 BENCH ?= $(wildcard bench/bench_*.py)
 BENCH_ARGS ?=
 DEMO_ARGS ?=
@@ -145,8 +147,9 @@ $(STAMPS)/package: setup.py $(PY_SOURCES) $(PY_DIRS) $(STAMPS)/interfaces
 # Tests run with the venv's pytest (not `python -m pytest`, which would put the source tree first
 # on sys.path), so they exercise the installed package including the generated messages.
 test: install
-	@echo "make test: ROS_DISTRO=$(ROS_DISTRO) ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) FASTDDS_BUILTIN_TRANSPORTS=$(FASTDDS_BUILTIN_TRANSPORTS)"
-	$(VENV_ABS)/bin/pytest test $(PYTEST_ARGS)
+	@echo "make test: ROS_DISTRO=$(ROS_DISTRO) ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) FASTDDS_BUILTIN_TRANSPORTS=$(FASTDDS_BUILTIN_TRANSPORTS) PRECISION=$(PRECISION)"
+	$(if $(filter-out auto fp32,$(PRECISION)),$(error PRECISION must be auto or fp32, got '$(PRECISION)'))
+	$(if $(filter fp32,$(PRECISION)),CLIP_DINOISER_FORCE_FP32=1) $(VENV_ABS)/bin/pytest test $(PYTEST_ARGS)
 
 demo: install
 	$(VENV_ABS)/bin/clip-dinoiser-demo $(DEMO_ARGS)
