@@ -109,10 +109,16 @@ class NodeProcess(ChildProcess):
 
     def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str,
                  node_name: str = "/**", env: Optional[Mapping[str, str]] = None) -> None:
-        import yaml
-
-        directory.mkdir(parents=True, exist_ok=True)
-        self.params_file = directory / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({node_name: {"ros__parameters": parameters}}))
+        self.params_file = write_params_file(directory, parameters, node_name)
         super().__init__([node_executable(), "--ros-args", "--params-file", self.params_file, *ros_arguments],
                          directory / "node.log", env=env, name="the node")
+
+
+def write_params_file(directory: Path, parameters: dict[str, Any], node_name: str = "/**") -> Path:
+    """``directory``/params.yaml giving ``parameters`` to ``node_name``: what a node is started with."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    params_file = directory / "params.yaml"
+    params_file.write_text(yaml.safe_dump({node_name: {"ros__parameters": parameters}}))
+    return params_file

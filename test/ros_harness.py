@@ -54,8 +54,10 @@ class NodeProcess(InstalledNode):
     """The installed node as the tests start it: on the CPU unless a test says otherwise, so that the
     suite behaves the same on a CUDA workstation (device ``auto`` would pick the GPU there)."""
 
+    DEFAULTS = {"device": "cpu"}
+
     def __init__(self, directory: Path, parameters: dict[str, Any], *ros_arguments: str, **options: Any) -> None:
-        super().__init__(directory, {"device": "cpu", **parameters}, *ros_arguments, **options)
+        super().__init__(directory, {**self.DEFAULTS, **parameters}, *ros_arguments, **options)
 
 
 @contextmanager

@@ -1,30 +1,32 @@
 """Lifecycle that always says why and never hangs, driven with the real ``ros2 lifecycle`` CLI.
 
-The model is the real ViT-B/16 architecture (random weights), so that work is really long on this CPU:
-a frame in slide mode at short side 896 (15 windows of 448) and a 100-class vocabulary (8000 prompts
-through the text tower). Each transition is timed; the figure printed is the CLI call's wall time, and
-the bound is 5 s of node time beyond what a ``ros2 lifecycle get`` costs on the same machine just before
-or after (the CLI's own start-up varies with the load the abandoned work puts on a 2-core machine).
+The work a transition meets is long whatever the CPU: the node runs through ``paced_node``, where a frame
+takes ``FRAME_TIME_S`` and each text batch of a vocabulary encoding ``TEXT_BATCH_TIME_S`` (a 100-class
+vocabulary with the 80 ImageNet templates is 32 batches). A transition is made once the node's log shows
+that work in progress (a frame started and not finished, an encoding past its first batches), never after
+a sleep. Each transition is timed; the figure printed is the CLI call's wall time, and the bound is 5 s of
+node time beyond what a ``ros2 lifecycle get`` costs on the same machine just before or after (the CLI's
+own start-up varies with the machine's load).
 """
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
 from node_frames import rgb_message, synthetic_rgb
+from paced_node import PacedNode
 from ros2_cli import lifecycle_state, ros2, stop_daemon, wait_for_state
 from ros_harness import NodeProcess, wait_until
 
 TOPIC = "/bounds_cam/image_raw"
 BOUND_S = 5.0
-# A frame of many seconds: 15 windows of 448 in fp32 (bf16 where native is ~2.5x faster)
-SLOW = {"clip_model": "ViT-B-16", "random_weights": True, "mode": "slide", "short_side": 896, "precision": "fp32"}
+FRAME_TIME_S = 120.0  # far beyond any transition: a frame started is still being segmented when it comes
+TEXT_BATCH_TIME_S = 1.0  # 32 batches: an encoding lasts beyond any transition, and is cancellable in 1 s
+TINY = {"clip_model": "ViT-Tiny-16-test", "random_weights": True, "templates": "imagenet"}
 HUNDRED = [f"object number {index}" for index in range(100)]
 NODE = "/clip_dinoiser"
 
@@ -61,69 +63,55 @@ def set_prompts_cli(prompts: list[str]) -> None:
     assert "Set parameter successful" in result.stdout, result.stdout
 
 
-def wait_for_log(node: NodeProcess, text: str, timeout: float = 120.0) -> None:
-    wait_until(lambda: text in node.log() or not node.alive(), timeout, f"'{text}' in the node's log")
-    assert node.alive(), node.log()
+def paced_node(tmp_path, **parameters) -> PacedNode:
+    return PacedNode(tmp_path, {"image_topics": [TOPIC], "prompts": ["road", "car"], **TINY, **parameters},
+                     frame_time_s=FRAME_TIME_S, text_batch_time_s=TEXT_BATCH_TIME_S)
 
 
-def frames_received(collector) -> int:
-    """The most frames the node's diagnostics have counted for TOPIC (0 before any report)."""
-    counts = [int(value.value) for array in collector.matching(lambda _: True) for status in array.status
-              if status.name.endswith(TOPIC) for value in status.values if value.key == "frames_received"]
-    return max(counts, default=0)
+def start_a_frame(node: PacedNode, publisher) -> None:
+    """Send frames until the node's model starts one (the first frames after activation may be lost in
+    discovery); that frame then runs for FRAME_TIME_S."""
+    def started() -> bool:
+        assert node.alive(), node.log()
+        publisher.publish(rgb_message(synthetic_rgb(640, 480)))
+        return node.frames_started() > 0
+
+    wait_until(started, 90, "a frame started by the node's model", interval=0.3)
 
 
-@contextmanager
-def frames_flowing(probe, node: NodeProcess, publisher):
-    """Frames every 0.3 s from once the node's diagnostics count one until the block ends, so a slow frame is
-    being segmented whenever the block stops the node (the node keeps only the latest frame: it is never idle).
+def assert_in_a_frame(node: PacedNode) -> None:
+    assert node.frames_started() > node.frames_finished(), node.log()
 
-    Twice in CI every frame sent in the first seconds after activation was lost (seeing the node's subscription
-    in the graph is not being matched with it); and on a CPU with native bf16 one slide frame at 896 took only
-    ~3 s, less than a `ros2 lifecycle` call, so one frame sent was no longer being segmented when it came.
-    """
-    from diagnostic_msgs.msg import DiagnosticArray
 
-    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
-    stop = threading.Event()
+def encode_hundred(node: PacedNode) -> None:
+    """Ask for the 100-class vocabulary; return once its encoding is past its first two text batches."""
+    encodings = node.log().count("encoding vocabulary")
+    set_prompts_cli(HUNDRED)
 
-    def send() -> None:
-        while not stop.is_set():
-            publisher.publish(rgb_message(synthetic_rgb(640, 480)))
-            stop.wait(0.3)
+    def in_progress() -> bool:
+        assert node.alive(), node.log()
+        return node.log().count("encoding vocabulary") > encodings and \
+            node.text_batches(after="encoding vocabulary") >= 2
 
-    sender = threading.Thread(target=send, name="camera", daemon=True)
-    sender.start()
-    try:
-        def received() -> bool:
-            assert node.alive(), node.log()
-            return frames_received(diagnostics) > 0
-
-        wait_until(received, 90, "a frame counted by the node's diagnostics", interval=0.3)
-        time.sleep(1.0)  # inside the segmentation of that frame or of the next
-        yield
-    finally:
-        stop.set()
-        sender.join(timeout=5)
-        probe.node.destroy_subscription(diagnostics.subscription)
+    wait_until(in_progress, 120, "the 100-class encoding past its first text batches")
+    assert "active: ['object number 0'" not in node.log(), node.log()
 
 
 def test_deactivate_and_cleanup_during_a_slow_frame_and_an_encoding_then_shutdown_exits_0(probe, tmp_path):
-    node = NodeProcess(tmp_path, {"image_topics": [TOPIC], "prompts": ["road", "car"], "autostart": False, **SLOW})
+    node = paced_node(tmp_path, autostart=False)
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     try:
         wait_for_state(NODE, "unconfigured", node)
         assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "configure", timeout=120).stdout
         assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "activate", timeout=60).stdout
 
-        with frames_flowing(probe, node, publisher):
-            timed_transition("deactivate")
+        start_a_frame(node, publisher)
+        timed_transition("deactivate")
+        assert_in_a_frame(node)  # the transition came while the frame was being segmented
         wait_for_state(NODE, "inactive", node)
         assert "a frame was still being segmented" in node.log(), node.log()
 
-        set_prompts_cli(HUNDRED)  # encoded while inactive: the model stays loaded
-        wait_for_log(node, "encoding vocabulary")
-        time.sleep(2.0)
+        encode_hundred(node)  # encoded while inactive: the model stays loaded
         timed_transition("cleanup")
         wait_for_state(NODE, "unconfigured", node)
         assert "active: ['object number 0'" not in node.log()  # cancelled between batches, never finished
@@ -131,9 +119,7 @@ def test_deactivate_and_cleanup_during_a_slow_frame_and_an_encoding_then_shutdow
         set_prompts_cli(["road", "car"])
         assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "configure", timeout=120).stdout
         assert "Transitioning successful" in ros2("lifecycle", "set", NODE, "activate", timeout=60).stdout
-        set_prompts_cli(HUNDRED)
-        wait_for_log(node, "encoding vocabulary")
-        time.sleep(2.0)
+        encode_hundred(node)
         started = time.monotonic()
         timed_transition("shutdown")
         status = node.wait(BOUND_S)
@@ -153,12 +139,10 @@ def sigint_exit_time(node: NodeProcess) -> tuple[int, float]:
 
 
 def test_sigint_during_a_100_class_encoding_exits_0_within_5_s(probe, tmp_path):
-    node = NodeProcess(tmp_path, {"image_topics": [TOPIC], "prompts": ["road", "car"], **SLOW})
+    node = paced_node(tmp_path)
     try:
         wait_for_state(NODE, "active", node)
-        set_prompts_cli(HUNDRED)
-        wait_for_log(node, "encoding vocabulary")
-        time.sleep(3.0)
+        encode_hundred(node)
         status, took = sigint_exit_time(node)
         print(f"SIGINT during a 100-class encoding: exit status {status} after {took:.2f} s")
         assert status == 0 and took < BOUND_S, node.log()
@@ -168,12 +152,13 @@ def test_sigint_during_a_100_class_encoding_exits_0_within_5_s(probe, tmp_path):
 
 
 def test_sigint_during_a_slow_frame_exits_0_within_5_s(probe, tmp_path):
-    node = NodeProcess(tmp_path, {"image_topics": [TOPIC], "prompts": ["road", "car"], **SLOW})
+    node = paced_node(tmp_path)
     publisher = probe.node.create_publisher(Image, TOPIC, 10)
     try:
         wait_for_state(NODE, "active", node)
-        with frames_flowing(probe, node, publisher):
-            status, took = sigint_exit_time(node)
+        start_a_frame(node, publisher)
+        status, took = sigint_exit_time(node)
+        assert_in_a_frame(node)
         print(f"SIGINT during a slow frame: exit status {status} after {took:.2f} s")
         assert status == 0 and took < BOUND_S, node.log()
         assert "a frame was still being segmented" in node.log(), node.log()

@@ -3,7 +3,8 @@
 A Nav2-style subscriber (latched LabelInfo, then mask and per-class summary) watches the installed node
 while a camera streams at 30 Hz and the prompts switch many times between vocabularies of 6, 2 and 4
 classes, alternately through ``~/set_prompts`` and the real ``ros2 param set``, with a busy process
-loading the machine. A mask value that the latest LabelInfo does not define is a violation; so is a
+loading the machine. Each switch follows the first summary of the vocabulary before it, however long
+this CPU takes to get there. A mask value that the latest LabelInfo does not define is a violation; so is a
 summary whose classes are not those of that LabelInfo. There must be none.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ VOCABULARIES = [
     ["sky", "tree", "grass", "bus"],
 ]
 SWITCHES = 12
-SWITCH_PERIOD_S = 1.5
+VOCABULARY_FAILSAFE_S = 120.0  # only against a vocabulary that never reaches the outputs
 CAMERA_HZ = 30.0
 UNLABELLED = 255
 
@@ -163,6 +164,14 @@ def set_prompts_cli(prompts: list[str]) -> None:
     assert "Set parameter successful" in result.stdout, result.stdout
 
 
+def wait_for_outputs_of(planner: Planner, prompts: list[str], after: int) -> None:
+    """Until a summary of ``prompts`` is among what the planner received after its first ``after`` messages."""
+    def arrived() -> bool:
+        return any(kind == "summary" and list(m.labels) == prompts for kind, m in planner.snapshot()[after:])
+
+    wait_until(arrived, VOCABULARY_FAILSAFE_S, f"a summary of {prompts}", interval=0.02)
+
+
 def test_every_mask_is_defined_by_the_label_info_before_it_while_prompts_switch(node, probe, tmp_path):
     load = LoggedProcess([sys.executable, "-c", "while True: pass"], tmp_path / "load.log", name="the load")
     planner = Planner(probe)
@@ -173,18 +182,15 @@ def test_every_mask_is_defined_by_the_label_info_before_it_while_prompts_switch(
         wait_until(lambda: any(kind == "mask" for kind, _ in planner.snapshot()), 60, "the first mask")
         for switch in range(SWITCHES):
             prompts = VOCABULARIES[(switch + 1) % len(VOCABULARIES)]
+            received = len(planner.snapshot())
             started = time.monotonic()
             (set_prompts_service(probe, prompts) if switch % 2 == 0 else set_prompts_cli(prompts))
             timings.append(time.monotonic() - started)
-            time.sleep(max(0.0, SWITCH_PERIOD_S - timings[-1]))
-        final = VOCABULARIES[SWITCHES % len(VOCABULARIES)]
-        wait_until(lambda: any(kind == "summary" and list(m.labels) == final for kind, m in planner.snapshot()),
-                   30, "the last vocabulary in the outputs")
+            wait_for_outputs_of(planner, prompts, received)
     finally:
         stop.set()
         streaming.join(timeout=5)
         assert load.stop() in (0, -2, 130, 1), load.log()  # SIGINT ends the busy loop with KeyboardInterrupt
-        time.sleep(0.5)  # what is still on the wire
         planner.close()
     assert planner.receive_times_known()
     violations, counts = check(planner.snapshot())
@@ -195,6 +201,6 @@ def test_every_mask_is_defined_by_the_label_info_before_it_while_prompts_switch(
     # The check could have failed: masks of every size came, and 6-class masks used ids a 2-class map lacks.
     assert counts["sizes_seen"] == {len(v) for v in VOCABULARIES}, counts
     assert counts["largest_id"] >= 2, counts
-    assert counts["label_infos"] >= SWITCHES // 2, counts
-    assert counts["masks"] >= 5 * SWITCHES, counts
+    assert counts["label_infos"] >= SWITCHES, counts  # each switch reached the outputs before the next
+    assert counts["masks"] >= SWITCHES, counts
     assert node.alive(), node.log()
