@@ -24,7 +24,9 @@ import torch
 from PIL import Image as PILImage
 
 from clip_dinoiser_ros.bag.reading import messages, open_bag, to_rgb
+from clip_dinoiser_ros.bag.rgbd_pairing import PairingOptions
 from clip_dinoiser_ros.bag.segment import SegmentOptions, segment_bag
+from clip_dinoiser_ros.ros.parameters import SPECS
 from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
 from clip_dinoiser_ros.cli.bag import main as bag_cli
 from clip_dinoiser_ros.model import ClipDinoiser, random_clip
@@ -67,7 +69,9 @@ def main() -> None:
     engine.set_prompts(PROMPTS)
     frame = FrameSettings(mode="whole", short_side=args.short_side, background="off", threshold=0.0,
                           confidence_encoding="32FC1")
-    options = SegmentOptions(frame, overlay=False, storage="mcap", overwrite=True)
+    options = SegmentOptions(frame, overlay=False, storage="mcap", overwrite=True,
+                             pairing=PairingOptions(SPECS["sync_wait_s"].default, SPECS["sync_queue_size"].default),
+                             depth_scale=SPECS["depth_scale"].default)
     with open_bag(bag) as reader:
         frames = [to_rgb(item) for item in messages(reader, ["/cam/image_raw"])]
 

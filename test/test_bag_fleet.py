@@ -5,6 +5,7 @@ exactly what 1 does, and that the summary holds what each bag gave.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -84,6 +85,19 @@ def test_resume_skips_exactly_the_bags_finished_with_the_same_settings(fleet_roo
 
     assert bag_cli("segment", fleet_root / "bags", "--topic", "/cam/image_raw", "--prompts", "road", "tree",
                    "--out", out, "--resume", *TINY) == 0  # other prompts: nothing is reused
+    assert "segmented 3 bag(s), 19 frames" in capsys.readouterr().err
+
+
+def test_resume_redoes_bags_made_by_another_version_of_the_package(fleet_root, tmp_path, capsys, monkeypatch):
+    from clip_dinoiser_ros.cli import bag_fleet
+
+    out = tmp_path / "out"
+    assert segment(fleet_root / "bags", "--out", out) == 0
+    record = json.loads(fleet.record_path(out / "site_a" / "evening").read_text())
+    assert record["settings"]["package_version"] == importlib.metadata.version("clip_dinoiser_ros")
+    capsys.readouterr()
+    monkeypatch.setattr(bag_fleet, "versions", lambda: {"clip_dinoiser_ros": "0.0.0-older"})
+    assert segment(fleet_root / "bags", "--out", out, "--resume") == 0
     assert "segmented 3 bag(s), 19 frames" in capsys.readouterr().err
 
 

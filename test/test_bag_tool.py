@@ -407,16 +407,81 @@ def test_pairing_takes_negative_stamps_without_pairing_them():
     """rclpy's Time, inside message_filters, refuses negative seconds: such frames go alone, in order."""
     from builtin_interfaces.msg import Time
 
-    from clip_dinoiser_ros.bag.rgbd_pairing import BagPairing, CameraInputs
+    from clip_dinoiser_ros.bag.rgbd_pairing import BagPairing, CameraInputs, PairingOptions
     from node_frames import camera_info_message, depth_message, rgb_message
 
-    pairing = BagPairing([CameraInputs("/c/image_raw", "/c/depth", "/c/camera_info")])
+    pairing = BagPairing([CameraInputs("/c/image_raw", "/c/depth", "/c/camera_info")], PairingOptions(0.1, 10))
     ready = []
-    for sec in (5, -3, 6):
+    for index, sec in enumerate((5, -3, 6)):
         colour = rgb_message(synthetic_rgb(32, 24), "colour")
         colour.header.stamp = Time(sec=sec, nanosec=0)
-        ready += pairing.add("/c/camera_info", camera_info_message(colour.header, 32, 24, 30.0, 15.5, 11.5))
-        ready += pairing.add("/c/depth", depth_message(np.ones((24, 32), np.uint16), colour.header))
-        ready += pairing.add_colour("/c/image_raw", colour.header, sec)
+        logged = index * 33_000_000
+        ready += pairing.add("/c/camera_info", camera_info_message(colour.header, 32, 24, 30.0, 15.5, 11.5), logged)
+        ready += pairing.add("/c/depth", depth_message(np.ones((24, 32), np.uint16), colour.header), logged)
+        ready += pairing.add_colour("/c/image_raw", colour.header, sec, logged)
     ready += pairing.flush()
     assert [(frame.item, frame.depth is not None) for frame in ready] == [(5, True), (-3, False), (6, True)]
+
+
+def write_rgbd_30_hz(path: Path, count: int, exact_every: int, depth_delay_ns: int, units: int) -> list[int]:
+    """A RealSense-like recording at 30 Hz: camera_info, colour, then depth ``depth_delay_ns`` later, stamped as
+    the colour only for every ``exact_every``-th frame and 1 ms off for the others; the colour stamps."""
+    from node_frames import camera_info_message, depth_message, rgb_message
+
+    stamps = []
+    with BagWriter(path) as writer:
+        for index in range(count):
+            colour = rgb_message(synthetic_rgb(32, 24, seed=index), "camera_color_optical_frame")
+            stamps.append(stamp_ns(colour))
+            logged = 1_000_000_000 + index * 33_333_333
+            writer.write("/cam/color/camera_info", camera_info_message(colour.header, 32, 24, 30.0, 15.5, 11.5),
+                         logged)
+            writer.write("/cam/color/image_raw", colour, logged + 1)
+            depth = depth_message(np.full((24, 32), units, np.uint16), colour.header, "camera_color_optical_frame")
+            if index % exact_every:
+                depth.header.stamp.nanosec += 1_000_000
+            writer.write("/cam/depth/image_raw", depth, logged + depth_delay_ns)
+    return stamps
+
+
+def test_a_30_hz_recording_whose_depth_is_1_ms_off_segments_every_colour_frame(tmp_path):
+    """Every colour frame gets its mask, in order; those whose depth is 1 ms off go alone (no cloud), the others
+    get theirs, in metres of --depth-scale (5000 units per metre, as TUM RGB-D)."""
+    source = tmp_path / "rgbd30"
+    stamps = write_rgbd_30_hz(source, 30, exact_every=3, depth_delay_ns=5_000_000, units=5000)
+    out = tmp_path / "out"
+    assert bag_cli("segment", source, "--topic", "/cam/color/image_raw", "--depth-topic", "/cam/depth/image_raw",
+                   "--depth-scale", "0.0002", "--prompts", "a", "b", "--out", out, *TINY) == 0
+    masks = bag_messages(out, "/cam/color/segmentation/mask")
+    clouds = bag_messages(out, "/cam/color/segmentation/points")
+    assert [stamp_ns(item.message) for item in masks] == stamps
+    assert [stamp_ns(item.message) for item in clouds] == stamps[::3]
+    z = np.frombuffer(clouds[0].message.data.tobytes(), np.float32).reshape(24, 32, 6)[:, :, 2]
+    assert np.allclose(z, 1.0)
+
+
+def test_depth_later_than_sync_wait_s_is_not_paired_in_a_bag_either(tmp_path):
+    """The node's sync_wait_s, in the bag's recorded time: depth logged 5 ms after its colour frame pairs
+    within a 0.1 s wait and not within 1 ms (the frame has gone alone by then)."""
+    source = tmp_path / "late"
+    stamps = write_rgbd_30_hz(source, 6, exact_every=1, depth_delay_ns=5_000_000, units=1000)
+    clouds = {}
+    for wait in ("0.1", "0.001"):
+        out = tmp_path / f"wait{wait}"
+        assert bag_cli("segment", source, "--topic", "/cam/color/image_raw", "--depth-topic", "/cam/depth/image_raw",
+                       "--sync-wait-s", wait, "--prompts", "a", "b", "--out", out, *TINY) == 0
+        assert len(bag_messages(out, "/cam/color/segmentation/mask")) == len(stamps)
+        with open_bag(out) as reader:  # messages() of a topic not in the bag gives every message
+            written = "/cam/color/segmentation/points" in topic_types(reader)
+            clouds[wait] = len(list(messages(reader, ["/cam/color/segmentation/points"]))) if written else 0
+    assert clouds == {"0.1": len(stamps), "0.001": 0}
+
+
+def test_the_bag_tool_refuses_what_the_node_refuses(camera_bag, tmp_path, capsys):
+    for flag, value, reason in (("--sync-wait-s", "-1", "sync_wait_s: -1.0 is refused"),
+                                ("--sync-queue-size", "0", "sync_queue_size: 0 is refused"),
+                                ("--depth-scale", "0", "depth_scale: 0.0 is refused")):
+        with pytest.raises(SystemExit) as exited:
+            bag_cli("segment", camera_bag, "--topic", "/cam/image_raw", flag, value, "--prompts", "a",
+                    "--out", tmp_path / "x", *TINY)
+        assert exited.value.code == 2 and reason in capsys.readouterr().err

@@ -64,3 +64,43 @@ def test_a_clock_that_goes_back_makes_the_next_frame_due():
     clock.now = 100.0
     mailbox.put("a", 2)
     assert take(mailbox, min_interval=0.2, timeout=0.1).message == 2
+
+
+def test_unpaired_frames_at_30_hz_leave_after_the_hold_of_the_first_one():
+    """A depth camera whose depth never pairs: each new colour frame replaces the waiting one, but the hold
+    counts from the first unpaired frame, so one leaves within the hold however fast frames come (a fresh
+    hold per frame never came due above 1 / hold Hz)."""
+    mailbox = FrameMailbox(["a"])
+    hold, first_put = 0.1, []
+    stop = threading.Event()
+
+    def camera():  # 30 Hz, paced on the monotonic clock
+        start = time.monotonic()
+        for index in range(1, 10_000):
+            if stop.is_set():
+                return
+            first_put.append(time.monotonic())
+            mailbox.put("a", index, key=index, complete=False, hold_s=hold)
+            time.sleep(max(0.0, start + index / 30.0 - time.monotonic()))
+
+    producer = threading.Thread(target=camera)
+    producer.start()
+    try:
+        frame = take(mailbox, timeout=10.0)
+    finally:
+        stop.set()
+        producer.join()
+    assert frame is not None and not frame.complete and frame.message > 1  # newer frames did replace it
+    assert frame.ready <= first_put[0] + hold + 1e-3  # the first frame's hold, not the last one's
+
+
+def test_a_paired_frame_is_not_displaced_by_a_newer_unpaired_one():
+    mailbox = FrameMailbox(["a"])
+    mailbox.put("a", "paired 1", key=1)
+    assert not mailbox.put("a", "alone 2", key=2, complete=False, hold_s=0.1)  # set aside, counted as dropped
+    assert mailbox.dropped("a") == 1
+    assert mailbox.put("a", "paired 2", key=2)  # its pair came: it is back, and replaces paired 1
+    assert mailbox.dropped("a") == 1  # paired 1 is the one lost
+    assert take(mailbox, timeout=0.1).message == "paired 2"
+    mailbox.put("a", "alone 3", key=3, complete=False, hold_s=0.0)
+    assert take(mailbox, timeout=0.1).message == "alone 3"  # nothing paired waits: it goes alone

@@ -1,6 +1,7 @@
 """Nav2's semantic segmentation layer takes the node's outputs as they are, the point cloud included.
 
-The node runs with the parameters the README gives for Nav2 and gets colour, aligned depth and camera_info;
+The node runs with the parameters the README gives for Nav2 and gets colour, aligned depth and camera_info
+from a driver-like camera at 30 Hz (camera_driver: identical stamps, a calibrated camera_info);
 this test subscribes exactly as the layer does (ros-navigation/semantic_segmentation_layer,
 semantic_segmentation_layer.cpp and segmentation_buffer.cpp), to the topics the README's layer configuration
 names: mask, confidence and points with sensor-data QoS, LabelInfo reliable + transient local + keep-all,
@@ -15,11 +16,12 @@ import numpy as np
 import pytest
 import yaml
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from sensor_msgs_py import point_cloud2
 from vision_msgs.msg import LabelInfo
 
-from node_frames import camera_info_message, depth_message, rgb_message, synthetic_rgb
+from camera_driver import CameraDriver, Frames
+from node_frames import synthetic_rgb
 from ros_harness import running_node, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +33,10 @@ def readme_configuration() -> tuple[dict, dict]:
     """(the node's parameters, the layer's camera source) from the README's Nav2 section."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Nav2"):readme.index("## Building")]
-    node_block, layer_block = (yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S))
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    node_block = next(b for b in blocks if isinstance(b, dict) and "image_topics" in b.get("/**", {}).get(
+        "ros__parameters", {}))
+    layer_block = next(b for b in blocks if isinstance(b, dict) and "semantic_segmentation_layer" in b)
     return node_block["/**"]["ros__parameters"], layer_block["semantic_segmentation_layer"]["camera"]
 
 
@@ -51,29 +56,27 @@ def test_the_layer_takes_the_outputs_as_they_are(configured, probe):
     masks = probe.collect(Image, layer["segmentation_topic"], qos_profile_sensor_data)
     confidences = probe.collect(Image, layer["confidence_topic"], qos_profile_sensor_data)
     clouds = probe.collect(PointCloud2, layer["pointcloud_topic"], qos_profile_sensor_data)
-    camera = probe.node.create_publisher(Image, parameters["image_topics"][0], qos_profile_sensor_data)
-    depth_camera = probe.node.create_publisher(Image, parameters["depth_topics"][0], qos_profile_sensor_data)
-    camera_info = probe.node.create_publisher(CameraInfo, "/camera/color/camera_info", qos_profile_sensor_data)
     depth = np.full((120, 160), 1500, np.uint16)
     depth[:, :40] = 0  # no depth there: the layer must find NaN
     depth[60:, 100:] = 2400
+    driver = CameraDriver(probe.node, "/camera", Frames([synthetic_rgb(160, 120)], [depth], (140.0, 140.0, 79.5, 59.5)),
+                          colour_frame="camera_color_optical_frame", depth_frame="camera_depth_optical_frame",
+                          topics=(parameters["image_topics"][0], parameters["depth_topics"][0],
+                                  "/camera/color/camera_info"))
 
     def by_stamp(collector):
         return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in collector.matching(lambda m: True)}
 
     def synchronised():
         assert node.alive(), node.log()
-        colour = rgb_message(synthetic_rgb(160, 120), "camera_color_optical_frame")
-        camera_info.publish(camera_info_message(colour.header, 160, 120, fx=140.0, cx=79.5, cy=59.5))
-        depth_camera.publish(depth_message(depth, colour.header, "camera_depth_optical_frame"))
-        camera.publish(colour)
         scores, points = by_stamp(confidences), by_stamp(clouds)
         found = [(m, scores[key], points[key]) for key, m in by_stamp(masks).items()
                  if key in scores and key in points]
         return found[0] if found else None
 
-    mask, confidence, cloud = wait_until(synchronised, 60, "a mask, confidence and cloud with the same stamp",
-                                         interval=0.3)
+    with driver:
+        mask, confidence, cloud = wait_until(synchronised, 60, "a mask, confidence and cloud with the same stamp",
+                                             interval=0.1)
 
     # LabelInfo came first, and the layer can map the classes its configuration names.
     (info, info_arrival), = labels.messages

@@ -1,9 +1,10 @@
 """Recorded colour frames paired with their depth and camera_info, as the node pairs them live.
 
-The same message_filters synchronizer as the node (``sync: exact``) over the bag's messages in order. A
-colour frame waits until its pair is complete, or until ``SYNC_QUEUE`` newer frames of its camera have come
-(its depth is not in the bag), and frames leave in their stamps' order, so the output bag's masks keep the
-input's order whatever the recorder's interleaving of the three topics.
+The same message_filters synchronizer as the node (``sync: exact``, ``queue_size`` messages per input)
+over the bag's messages in order. A colour frame waits until its pair is complete, or, as the node's
+``sync_wait_s``, until a message logged more than ``wait_s`` after it comes (or ``queue_size`` newer frames of
+its camera: its depth is not in the bag); then it goes alone. Frames leave in their arrival order, so the
+output bag's masks keep the input's order whatever the recorder's interleaving of the three topics.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import message_filters
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ..pipeline.frame_geometry import SYNC_QUEUE, pairable
+from ..pipeline.frame_geometry import pairable
 from ..pipeline.messages import stamp_ns
 from .reading import BagMessage
 
@@ -29,12 +30,21 @@ class CameraInputs:
     camera_info: str
 
 
+@dataclass(frozen=True)
+class PairingOptions:
+    """The node's sync_wait_s and sync_queue_size, for recorded frames."""
+
+    wait_s: float
+    queue_size: int
+
+
 @dataclass
 class PairedFrame:
     """A colour frame (its bag entry; message_filters reads the header) and what was paired with it."""
 
     item: BagMessage
     header: Header
+    logged_ns: int  # when the colour frame was recorded: its wait counts from there
     depth: Optional[Image] = None
     camera_info: Optional[CameraInfo] = None
 
@@ -50,7 +60,8 @@ class _Camera:
 
 
 class BagPairing:
-    def __init__(self, cameras: list[CameraInputs]) -> None:
+    def __init__(self, cameras: list[CameraInputs], options: PairingOptions) -> None:
+        self._options = options
         self._cameras = {camera.colour: _Camera(camera) for camera in cameras}
         self._by_topic: dict[str, tuple[_Camera, str]] = {}
         for camera in self._cameras.values():
@@ -58,15 +69,17 @@ class BagPairing:
             self._by_topic[camera.inputs.camera_info] = (camera, "info")
             if camera.inputs.depth:
                 self._by_topic[camera.inputs.depth] = (camera, "depth")
-                synchronizer = message_filters.TimeSynchronizer([camera.colour, camera.depth, camera.info], SYNC_QUEUE)
+                synchronizer = message_filters.TimeSynchronizer([camera.colour, camera.depth, camera.info],
+                                                                options.queue_size)
                 synchronizer.registerCallback(lambda colour, depth, info, c=camera: self._paired(c, colour, depth, info))
 
     def topics(self) -> list[str]:
         return list(self._by_topic)
 
-    def add(self, topic: str, message: Any) -> list[PairedFrame]:
-        """Take one depth image or camera_info (ROS 2 classes); the frames now ready."""
+    def add(self, topic: str, message: Any, logged_ns: int) -> list[PairedFrame]:
+        """Take one depth image or camera_info (ROS 2 classes) recorded at ``logged_ns``; the frames now ready."""
         camera, role = self._by_topic[topic]
+        ready = self._ready(camera, flush=False, now_ns=logged_ns)  # who waited long enough leaves first, alone
         paired = pairable(message)  # a negative stamp: no pair (message_filters cannot take it)
         if role == "info":
             camera.latest_info = message
@@ -74,32 +87,35 @@ class BagPairing:
                 camera.info.signalMessage(message)
         elif paired:
             camera.depth.signalMessage(message)
-        return self._ready(camera, flush=False)
+        return ready + self._ready(camera, flush=False, now_ns=logged_ns)
 
-    def add_colour(self, topic: str, header: Header, item: BagMessage) -> list[PairedFrame]:
-        """Take one colour frame, by its header (it is decoded only when it is segmented); the frames now ready."""
+    def add_colour(self, topic: str, header: Header, item: BagMessage, logged_ns: int) -> list[PairedFrame]:
+        """Take one colour frame recorded at ``logged_ns``, by its header (it is decoded only when it is
+        segmented); the frames now ready."""
         camera, _ = self._by_topic[topic]
-        frame = PairedFrame(item, header, camera_info=camera.latest_info)
+        frame = PairedFrame(item, header, logged_ns, camera_info=camera.latest_info)
         if not camera.inputs.depth or not pairable(frame):
-            return [*self._ready(camera, flush=True), frame]
+            return [*self._ready(camera, flush=True, now_ns=logged_ns), frame]
         camera.pending[stamp_ns(frame)] = frame
         camera.colour.signalMessage(frame)
-        return self._ready(camera, flush=False)
+        return self._ready(camera, flush=False, now_ns=logged_ns)
 
     def flush(self) -> list[PairedFrame]:
         """At the bag's end: every frame still waiting, alone."""
-        return [frame for camera in self._cameras.values() for frame in self._ready(camera, flush=True)]
+        return [frame for camera in self._cameras.values() for frame in self._ready(camera, flush=True, now_ns=0)]
 
     def _paired(self, camera: _Camera, colour: PairedFrame, depth: Image, info: CameraInfo) -> None:
         frame = camera.pending.get(stamp_ns(colour))  # None once it has left alone
         if frame is not None:
             frame.depth, frame.camera_info = depth, info
 
-    def _ready(self, camera: _Camera, flush: bool) -> list[PairedFrame]:
+    def _ready(self, camera: _Camera, flush: bool, now_ns: int) -> list[PairedFrame]:
         ready = []
+        wait_ns = round(self._options.wait_s * 1e9)
         while camera.pending:
             stamp, frame = next(iter(camera.pending.items()))
-            if not (flush or frame.depth is not None or len(camera.pending) > SYNC_QUEUE):
+            waited = now_ns - frame.logged_ns > wait_ns
+            if not (flush or frame.depth is not None or waited or len(camera.pending) > self._options.queue_size):
                 break
             ready.append(camera.pending.pop(stamp))
         return ready

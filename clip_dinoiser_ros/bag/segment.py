@@ -5,8 +5,8 @@ the same message types, encodings and topic names (``<camera namespace>/segmenta
 the node's own FramePipeline: a camera's LabelInfo is written before its first mask, stamped like
 that frame, exactly as the node publishes it. Outputs carry the input's header and are logged at the
 input's receive time, so a player shows them in step. A camera with ``depth_topics`` gets its colour frames
-paired with depth and camera_info by stamp (rgbd_pairing, message_filters as in the node) and the node's
-3D outputs too: points, camera_info, detections_3d. Every other topic (camera_info, tf, ground
+paired with depth and camera_info by stamp (rgbd_pairing, message_filters as in the node, with the node's
+sync_wait_s, sync_queue_size and depth_scale) and the node's 3D outputs too: points, camera_info, detections_3d. Every other topic (camera_info, tf, ground
 truth, ...) is copied as its ROS 2 type, so the output can replace the input; a topic whose type has
 no ROS 2 Python class here is dropped with a note.
 """
@@ -29,7 +29,7 @@ from ..pipeline.messages import Wanted
 from .conversion import message_class, to_rclpy
 from .errors import BagError
 from .reading import BagMessage, check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
-from .rgbd_pairing import BagPairing, CameraInputs, PairedFrame
+from .rgbd_pairing import BagPairing, CameraInputs, PairedFrame, PairingOptions
 from .writing import BagWriter
 
 
@@ -42,6 +42,8 @@ class SegmentOptions:
     overlay: bool
     storage: str
     overwrite: bool
+    pairing: PairingOptions
+    depth_scale: float  # metres per 16UC1 unit
     cameras: tuple[CameraInputs, ...] = ()  # depth and camera_info of each camera (``camera_inputs``)
 
 
@@ -84,11 +86,12 @@ def check_inputs(reader, cameras: Sequence[str], inputs: Sequence[CameraInputs])
     check_topics(reader, [camera.camera_info for camera in inputs if camera.depth], ("sensor_msgs/msg/CameraInfo",))
 
 
-def _geometry(frame: PairedFrame, rgb_shape: tuple[int, ...]) -> FrameGeometry | None:
+def _geometry(frame: PairedFrame, rgb_shape: tuple[int, ...], depth_scale: float) -> FrameGeometry | None:
     def refused(error: GeometryError) -> None:
         tqdm.write(f"note: {frame.item.topic} at {frame.item.timestamp} ns: {error}; the mask is written without it")
 
-    return geometry_or_none(frame.camera_info, frame.depth, rgb_shape[0], rgb_shape[1], 1 << 30, refused)
+    return geometry_or_none(frame.camera_info, frame.depth, rgb_shape[0], rgb_shape[1], 1 << 30, refused,
+                            depth_scale)
 
 
 def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinoiser, options: SegmentOptions,
@@ -104,7 +107,7 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                         points=True, detections=True, detections_3d=True)
         pipeline = FramePipeline(engine)
         active = VersionedVocabulary(VERSION, engine.vocabulary)
-        pairing = BagPairing(list(options.cameras or camera_inputs(cameras, (), ())))
+        pairing = BagPairing(list(options.cameras or camera_inputs(cameras, (), ())), options.pairing)
         paired = set(pairing.topics()) - set(cameras)
         copied = copied_topics(reader, cameras)
         copy_raw = is_rosbag2(reader)
@@ -116,7 +119,7 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
             def segment(ready: list[PairedFrame]) -> None:
                 nonlocal frames
                 for frame in ready:
-                    _segment_one(frame, pipeline, active, options.frame, wanted, writer)
+                    _segment_one(frame, pipeline, active, options, wanted, writer)
                     frames += 1
                     progress.update()
 
@@ -128,20 +131,21 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                 else:
                     writer.write(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp)
                 if item.topic in cameras:
-                    segment(pairing.add_colour(item.topic, to_rclpy(item.message.header, "std_msgs/msg/Header"), item))
+                    header = to_rclpy(item.message.header, "std_msgs/msg/Header")
+                    segment(pairing.add_colour(item.topic, header, item, item.timestamp))
                 elif item.topic in paired:
-                    segment(pairing.add(item.topic, to_rclpy(item.message, item.msgtype)))
+                    segment(pairing.add(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp))
             if not stop.is_set():
                 segment(pairing.flush())
         return SegmentResult(frames, total, frames < total)
 
 
-def _segment_one(frame: PairedFrame, pipeline: FramePipeline, active: VersionedVocabulary, settings: FrameSettings,
+def _segment_one(frame: PairedFrame, pipeline: FramePipeline, active: VersionedVocabulary, options: SegmentOptions,
                  wanted: Wanted, writer: BagWriter) -> None:
     item: BagMessage = frame.item
     rgb = to_rgb(item)
-    camera_frame = CameraFrame(item.topic, frame.header, rgb, wanted, _geometry(frame, rgb.shape))
-    for result in pipeline.run([camera_frame], active, settings):
+    camera_frame = CameraFrame(item.topic, frame.header, rgb, wanted, _geometry(frame, rgb.shape, options.depth_scale))
+    for result in pipeline.run([camera_frame], active, options.frame):
         if isinstance(result, FrameFailure):
             raise BagError(f"{item.topic}, frame at {item.timestamp} ns: the model failed: "
                            f"{type(result.error).__name__}: {result.error}") from result.error

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from clip_dinoiser_ros.bag.errors import BagError
 from clip_dinoiser_ros.bag.writing import STORAGES, prepare_output
-from clip_dinoiser_ros.ros.parameters import SPECS
+from clip_dinoiser_ros.ros.parameters import SPECS, ParameterSpec
 
 INTERRUPTED = 130
 
@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "adds segmentation/points, camera_info and detections_3d")
     segment.add_argument("--camera-info-topic", action="append", default=[], dest="camera_info_topics",
                          help="the camera_info of the n-th --topic (default: its sibling <namespace>/camera_info)")
+    for name, flag in (("sync_wait_s", "--sync-wait-s"), ("sync_queue_size", "--sync-queue-size"),
+                       ("depth_scale", "--depth-scale")):
+        spec = SPECS[name]
+        segment.add_argument(flag, type=parameter_value(spec), default=spec.default,
+                             help=f"as the node's {name}: {spec.description} (default {spec.default})")
     segment.add_argument("--prompts", nargs="+", required=True, help="class names; class i gets mask value i")
     segment.add_argument("--out", type=Path, required=True,
                          help="the rosbag2 folder to write; with several bags, the folder of their outputs")
@@ -104,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true")
     add_model_arguments(evaluate)
     return parser
+
+
+def parameter_value(spec: ParameterSpec):
+    """An argparse type that refuses what the node's parameter refuses, with the node's words."""
+    def value(text: str):
+        try:
+            parsed = int(text) if spec.kind == "integer" else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if spec.kind == 'integer' else 'a number'}")
+        problem = spec.problem(parsed)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return spec.normalise(parsed)
+
+    return value
 
 
 def add_bags(parser: argparse.ArgumentParser, outputs: str) -> None:

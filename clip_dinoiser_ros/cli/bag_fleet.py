@@ -21,12 +21,14 @@ from clip_dinoiser_ros.bag import fleet
 from clip_dinoiser_ros.bag.errors import BagError
 from clip_dinoiser_ros.bag.writing import prepare_output
 from clip_dinoiser_ros.distributed import Ranks, process_device
+from clip_dinoiser_ros.provenance import versions
 
 INTERRUPTED = 130
 # What decides an output bag besides the engine's weights (their fingerprint is recorded too).
-SEGMENT_SETTINGS = ("topics", "depth_topics", "camera_info_topics", "prompts", "overlay", "confidence_threshold",
+SEGMENT_SETTINGS = ("topics", "depth_topics", "camera_info_topics", "sync_wait_s", "sync_queue_size", "depth_scale",
+                    "prompts", "overlay", "confidence_threshold",
                     "confidence_encoding", "storage", "mode", "short_side", "background", "precision", "backend",
-                    "clip_model", "clip_pretrained", "heads", "random_weights")
+                    "onnx_provider_options", "clip_model", "clip_pretrained", "heads", "random_weights")
 
 
 def frame_counts(bags: list[fleet.BagInput], topics: list[str], check) -> list[int]:
@@ -41,14 +43,8 @@ def frame_counts(bags: list[fleet.BagInput], topics: list[str], check) -> list[i
     return counts
 
 
-def engine_fingerprint(engine) -> str:
-    from clip_dinoiser_ros.model.fingerprint import weights_fingerprint
-
-    return weights_fingerprint([*engine.clip_model.state_dict().items(),
-                                *(("heads." + name, t) for name, t in engine.heads.state_dict().items())])
-
-
 def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) -> int:
+    from clip_dinoiser_ros.bag.rgbd_pairing import PairingOptions
     from clip_dinoiser_ros.bag.segment import SegmentOptions, camera_inputs, check_inputs, segment_bag
     from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
     from clip_dinoiser_ros.pipeline.topics import TopicPlanError
@@ -76,10 +72,13 @@ def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) ->
             if taken:
                 raise BagError(f"{', '.join(taken)} exist(s): choose another --out, pass --overwrite, or --resume")
         engine = load_engine(args)
-        weights = engine_fingerprint(engine)
+        weights = engine.fingerprint()  # every part: text and image towers, heads
+        package_version = versions().get("clip_dinoiser_ros", "unknown")  # bags made by older code are redone
         frame = FrameSettings(mode=args.mode, short_side=args.short_side, background=args.background,
                               threshold=args.confidence_threshold, confidence_encoding=args.confidence_encoding)
-        options = SegmentOptions(frame, overlay=args.overlay, storage=args.storage, overwrite=True, cameras=cameras)
+        options = SegmentOptions(frame, overlay=args.overlay, storage=args.storage, overwrite=True,
+                                 pairing=PairingOptions(args.sync_wait_s, args.sync_queue_size),
+                                 depth_scale=args.depth_scale, cameras=cameras)
         done = {"bags": 0, "skipped": 0, "frames": 0}
         started = time.perf_counter()
         with tqdm(total=sum(frames[bags.index(bag)] for bag in mine), unit="frame", dynamic_ncols=True,
@@ -87,7 +86,8 @@ def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) ->
             for bag in mine:
                 out = outputs[bag]
                 settings = {**{name: getattr(args, name) for name in SEGMENT_SETTINGS}, "weights": weights,
-                            "input": str(bag.path.resolve()), "input_files": fleet.input_identity(bag.path)}
+                            "package_version": package_version, "input": str(bag.path.resolve()),
+                            "input_files": fleet.input_identity(bag.path)}
                 if args.resume and fleet.finished(out, settings):
                     done["skipped"] += 1
                     progress.update(frames[bags.index(bag)])

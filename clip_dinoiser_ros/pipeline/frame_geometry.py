@@ -12,12 +12,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..spatial import CameraModelError, DepthError, Intrinsics, registered_depth, same_aspect
-from .image_codec import ImageDecodeError, image_to_depth
+from .image_codec import REP118_DEPTH_SCALE, ImageDecodeError, image_to_depth
 from .spatial_messages import intrinsics
-
-
-PAIR_WAIT_S = 0.1  # how long a colour frame of a depth camera waits for its depth before it goes alone
-SYNC_QUEUE = 10  # sets message_filters keeps per input while a set is incomplete
 
 
 def pairable(message: Any) -> bool:
@@ -38,8 +34,9 @@ class FrameGeometry:
 
 
 def frame_geometry(info: CameraInfo, depth: Optional[Image], height: int, width: int,
-                   max_pixels: int) -> FrameGeometry:
-    """The geometry of a ``height`` x ``width`` colour frame; raises GeometryError."""
+                   max_pixels: int, depth_scale: float = REP118_DEPTH_SCALE) -> FrameGeometry:
+    """The geometry of a ``height`` x ``width`` colour frame (16UC1 depth in units of ``depth_scale`` metres);
+    raises GeometryError."""
     try:
         camera = intrinsics(info)
     except CameraModelError as error:
@@ -51,20 +48,21 @@ def frame_geometry(info: CameraInfo, depth: Optional[Image], height: int, width:
     if depth is None:
         return FrameGeometry(info, camera)
     try:
-        metres = registered_depth(image_to_depth(depth, max_pixels), height, width)
+        metres = registered_depth(image_to_depth(depth, max_pixels, depth_scale), height, width)
     except (ImageDecodeError, DepthError) as error:
         raise GeometryError(f"depth refused: {error}") from error
     return FrameGeometry(info, camera, metres, depth.header.frame_id)
 
 
 def geometry_or_none(info: Optional[CameraInfo], depth: Optional[Image], height: int, width: int, max_pixels: int,
-                     refused: Callable[[GeometryError], None]) -> Optional[FrameGeometry]:
+                     refused: Callable[[GeometryError], None],
+                     depth_scale: float = REP118_DEPTH_SCALE) -> Optional[FrameGeometry]:
     """The frame's geometry, or None without a camera_info or when it is refused (``refused`` is told why):
     the frame then gets its mask without the 3D outputs."""
     if info is None:
         return None
     try:
-        return frame_geometry(info, depth, height, width, max_pixels)
+        return frame_geometry(info, depth, height, width, max_pixels, depth_scale)
     except GeometryError as error:
         refused(error)
         return None

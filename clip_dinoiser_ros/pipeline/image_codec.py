@@ -130,23 +130,26 @@ def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
     return layout.to_rgb(_raw_pixels(msg, layout.channels, layout.itemsize, "u", max_pixels))
 
 
-# depth_image_proc's conventions: 16UC1 in millimetres, 32FC1 in metres; 0, NaN and inf mean no depth.
+# depth_image_proc's conventions: 16UC1 in millimetres (REP 118), 32FC1 in metres; 0, NaN and inf mean no depth.
+# Cameras and data sets with other 16-bit units (TUM RGB-D: 5000 per metre) give their scale instead.
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
+REP118_DEPTH_SCALE = 0.001  # metres per 16UC1 unit
 
 
-def image_to_depth(msg: Image, max_pixels: int) -> np.ndarray:
-    """Decode a depth image into (H, W) float32 metres with NaN where there is no depth."""
+def image_to_depth(msg: Image, max_pixels: int, depth_scale: float = REP118_DEPTH_SCALE) -> np.ndarray:
+    """Decode a depth image into (H, W) float32 metres with NaN where there is no depth; ``depth_scale`` is
+    the metres of one 16UC1 unit (32FC1 is metres already)."""
     if msg.encoding == "16UC1":
-        millimetres = _raw_pixels(msg, 1, 2, "u", max_pixels)
-        metres = millimetres.astype(np.float32) * np.float32(0.001)
-        metres[millimetres == 0] = np.nan
+        units = _raw_pixels(msg, 1, 2, "u", max_pixels)
+        metres = units.astype(np.float32) * np.float32(depth_scale)
+        metres[units == 0] = np.nan
         return metres
     if msg.encoding == "32FC1":
         metres = _raw_pixels(msg, 1, 4, "f", max_pixels).astype(np.float32)  # a native copy
         metres[~np.isfinite(metres) | (metres <= 0.0)] = np.nan
         return metres
-    raise ImageDecodeError(f"depth encoding {msg.encoding!r} is not supported: expected 16UC1 (millimetres) "
-                           f"or 32FC1 (metres), as depth_image_proc publishes")
+    raise ImageDecodeError(f"depth encoding {msg.encoding!r} is not supported: expected 16UC1 (millimetres, or "
+                           f"units of depth_scale) or 32FC1 (metres), as depth_image_proc publishes")
 
 
 def _check_compressed_format(fmt: str) -> None:

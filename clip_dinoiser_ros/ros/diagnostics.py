@@ -2,13 +2,16 @@
 
 Levels describe the last ``WINDOW_S`` seconds, not the time since start: a WARN clears by itself once
 its cause has stopped. A bad input (rejected) and a frame the model failed on (failed) are counted
-apart; when every frame has failed for ``WINDOW_S`` the camera is in ERROR. Times are monotonic, so levels behave the same under ``use_sim_time``.
+apart; when every frame has failed for ``WINDOW_S`` the camera is in ERROR. A camera that sent nothing
+for longer than ``WINDOW_S`` is WARN too, saying since when: silence is not health. Times are monotonic,
+so levels behave the same under ``use_sim_time``.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Optional
 
@@ -35,6 +38,8 @@ class CameraReport:
     recently_rejected: int
     recently_failed: int
     failing_for_s: float  # since the first failure after the last published frame; 0 when not failing
+    silent_for_s: float  # since the last frame received, or since the stats began when none came
+    silence: str  # since when, in words
     last_error: str
     latency_p50_ms: float
     latency_p95_ms: float
@@ -47,6 +52,8 @@ class CameraStats:
         self._lock = threading.Lock()
         self._received = self._published = self._rejected = self._failed = 0
         self._failing_since: Optional[float] = None
+        self._started = time.monotonic()
+        self._last_received: Optional[float] = None
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._history: deque[tuple[float, int, int, int, int]] = deque([(time.monotonic(), 0, 0, 0, 0)])
@@ -54,6 +61,7 @@ class CameraStats:
     def on_received(self) -> None:
         with self._lock:
             self._received += 1
+            self._last_received = time.monotonic()
 
     def on_published(self, latency_s: float) -> None:
         with self._lock:
@@ -79,6 +87,7 @@ class CameraStats:
             now = time.monotonic()
             counts = (self._received, self._published, self._rejected, self._failed)
             failing_for = 0.0 if self._failing_since is None else now - self._failing_since
+            last_received = self._last_received
             previous_time, *previous = self._history[-1]
             while len(self._history) > 1 and now - self._history[1][0] >= WINDOW_S:
                 self._history.popleft()
@@ -93,8 +102,20 @@ class CameraStats:
             output_hz=(counts[1] - previous[1]) / elapsed,
             received=counts[0], published=counts[1], rejected=counts[2], failed=counts[3],
             recently_received=recent[0], recently_published=recent[1], recently_rejected=recent[2],
-            recently_failed=recent[3], failing_for_s=failing_for, last_error=self._last_error, latency_p50_ms=float(p50), latency_p95_ms=float(p95),
+            recently_failed=recent[3], failing_for_s=failing_for,
+            silent_for_s=now - (self._started if last_received is None else last_received),
+            silence=since(last_received, self._started), last_error=self._last_error,
+            latency_p50_ms=float(p50), latency_p95_ms=float(p95),
         )
+
+
+def since(last: Optional[float], started: float) -> str:
+    """How long ago (monotonic) ``last`` was, with its wall-clock time; from ``started`` when it never was."""
+    now = time.monotonic()
+    if last is None:
+        return f"since the activation {now - started:.0f} s ago"
+    wall = datetime.fromtimestamp(time.time() - (now - last)).strftime("%H:%M:%S")
+    return f"for {now - last:.0f} s (since {wall})"
 
 
 def camera_status(name: str, report: CameraReport, dropped: int, stale: int,
@@ -103,6 +124,8 @@ def camera_status(name: str, report: CameraReport, dropped: int, stale: int,
     if report.failing_for_s >= WINDOW_S:
         level = DiagnosticStatus.ERROR
         message = f"every frame failed in the model for {report.failing_for_s:.0f} s; last: {report.last_error}"
+    elif report.silent_for_s >= WINDOW_S:
+        level, message = DiagnosticStatus.WARN, f"no frame {report.silence}"
     elif report.recently_failed:
         level = DiagnosticStatus.WARN
         message = f"{report.recently_failed} frames failed in the model in the last {WINDOW_S:g} s; last: {report.last_error}"
@@ -120,6 +143,7 @@ def camera_status(name: str, report: CameraReport, dropped: int, stale: int,
         "frames_rejected": str(report.rejected),
         "frames_failed": str(report.failed),
         "frames_stale": str(stale),
+        "seconds_since_last_frame": f"{report.silent_for_s:.1f}",
         "latency_p50_ms": f"{report.latency_p50_ms:.1f}",
         "latency_p95_ms": f"{report.latency_p95_ms:.1f}",
         **context,

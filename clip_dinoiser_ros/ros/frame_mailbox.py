@@ -10,11 +10,18 @@ and again, complete, when its depth and camera_info have been paired with it. Bo
 stamp as ``key``: the complete one takes the alone one's place without counting a drop, the alone one
 never replaces its complete twin, and a complete frame whose stamp was taken already (alone) is refused.
 An alone frame is always a new frame, even with a stamp seen before (a camera whose clock is stuck).
+
+The hold counts from the first alone frame still waiting: a newer alone frame takes its place but not a
+fresh hold, so at any camera rate an unpaired frame leaves at most ``hold_s`` after the first of them came
+(a fresh hold per frame never came due above 1 / ``hold_s`` Hz). A paired frame is used whenever there is
+one: a newer alone frame does not displace it (that one is counted as dropped, and not any more if it
+comes back paired).
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -33,6 +40,7 @@ class Frame:
 # instead of being refused as a latecomer.
 RESTART_NS = 1_000_000_000
 POLL_S = 0.05  # how often a wait for the rate limit looks at a clock that may not be monotonic
+SET_ASIDE = 64  # alone frames remembered per camera as set aside behind a paired one (their pair may follow)
 
 
 class FrameMailbox:
@@ -43,6 +51,7 @@ class FrameMailbox:
         self._last_taken: dict[str, float] = {c: float("-inf") for c in cameras}
         self._dropped: dict[str, int] = {c: 0 for c in cameras}
         self._last_key: dict[str, float] = {c: float("-inf") for c in cameras}
+        self._set_aside: dict[str, deque[int]] = {c: deque(maxlen=SET_ASIDE) for c in cameras}
         self._next = 0
         self._closed = False
         self._condition = threading.Condition()
@@ -50,7 +59,7 @@ class FrameMailbox:
     def put(self, camera: str, message: Any, key: Optional[int] = None, complete: bool = True,
             hold_s: float = 0.0) -> bool:
         """Offer a frame; False when refused: a complete frame whose stamp was taken already, or an alone frame
-        whose complete twin waits."""
+        while a complete one waits."""
         now = time.monotonic()
         frame = Frame(camera, message, now, key, complete, now + hold_s)
         with self._condition:
@@ -59,12 +68,20 @@ class FrameMailbox:
             taken = key is not None and self._last_key[camera] - RESTART_NS < key <= self._last_key[camera]
             if complete and taken and not twin_waits:
                 return False
+            if not complete and waiting is not None and waiting.complete:
+                if not twin_waits and key is not None:
+                    self._dropped[camera] += 1
+                    self._set_aside[camera].append(key)
+                return False
+            if complete and key in self._set_aside[camera]:
+                self._set_aside[camera].remove(key)
+                self._dropped[camera] -= 1  # back, paired: it was not lost
             if twin_waits:
-                if waiting.complete and not complete:
-                    return False
                 frame = Frame(camera, message, waiting.received, key, complete, min(frame.ready, waiting.ready))
             elif waiting is not None:
                 self._dropped[camera] += 1
+                if not complete and not waiting.complete:  # the hold counts from the first unpaired frame
+                    frame = Frame(camera, message, now, key, complete, min(frame.ready, waiting.ready))
             self._slots[camera] = frame
             self._condition.notify()
             return True

@@ -1,24 +1,25 @@
 """A camera's camera_info and depth inputs, paired with its colour frames by message_filters.
 
-Every colour frame goes to the mailbox at once, alone and held back for ``PAIR_WAIT_S``; when
-message_filters pairs it with a depth image and a camera_info of its stamp (exact or approximate sync),
-the complete frame takes its place. So a missing or late depth never holds up the mask by more than
-that moment, and a frame is segmented once, complete when its pair came in time.
+Every colour frame goes to the mailbox at once, alone and held back for ``sync_wait_s`` (counted from
+the first frame still unpaired); when message_filters pairs it with a depth image and a camera_info of its
+stamp (exact or approximate sync, ``sync_queue_size`` messages per input), the complete frame takes its
+place. So a missing or late depth never holds up the mask by more than that moment, and a frame is
+segmented once, complete when its pair came in time. The geometry of a frame being segmented (its
+camera_info and depth at its size) is made here too, counted and refused with a throttled log line.
 """
 from __future__ import annotations
 
 import copy
-import threading
-import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import message_filters
-from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..pipeline import topics
-from ..pipeline.frame_geometry import SYNC_QUEUE, pairable
-from .diagnostics import LOG_THROTTLE_S, WINDOW_S, diagnostic_status
+from ..pipeline.frame_geometry import FrameGeometry, GeometryError, geometry_or_none, pairable
+from .depth_health import DepthHealth
+from .diagnostics import LOG_THROTTLE_S
 
 if TYPE_CHECKING:
     from rclpy.lifecycle import LifecycleNode
@@ -26,56 +27,13 @@ if TYPE_CHECKING:
     from rclpy.qos_overriding_options import QoSOverridingOptions
 
 
-class DepthHealth:
-    """Pairs made, colour frames that went alone, refused depth/camera_info; WARN while a problem is recent."""
+@dataclass(frozen=True)
+class Pairing:
+    """How colour, depth and camera_info are paired (fixed for one activation)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.paired = self.unpaired = self.refused = 0
-        self.last_error = ""
-        self._last: dict[str, float] = {}
-
-    def _seen(self, what: str) -> None:
-        self._last[what] = time.monotonic()
-
-    def _recent(self, what: str) -> bool:
-        return time.monotonic() - self._last.get(what, float("-inf")) < WINDOW_S
-
-    def on_camera_info(self) -> None:
-        with self._lock:
-            self._seen("camera_info")
-
-    def on_frame(self, paired: bool) -> None:
-        with self._lock:
-            self._seen("frame")
-            self._seen("paired" if paired else "unpaired")
-            if paired:
-                self.paired += 1
-            else:
-                self.unpaired += 1
-
-    def on_refused(self, reason: str) -> None:
-        with self._lock:
-            self.refused += 1
-            self.last_error = reason
-            self._seen("refused")
-
-    def status(self, name: str, depth_topic: str, info_topic: str, context: dict[str, str]) -> DiagnosticStatus:
-        with self._lock:
-            level, message = DiagnosticStatus.OK, "ok"
-            if self._recent("frame") and not self._recent("camera_info"):
-                level = DiagnosticStatus.WARN
-                message = f"no camera_info on {info_topic} in the last {WINDOW_S:g} s: masks only, no points"
-            elif self._recent("refused"):
-                level, message = DiagnosticStatus.WARN, f"depth or camera_info refused: {self.last_error}"
-            elif self._recent("unpaired") and not self._recent("paired"):
-                level = DiagnosticStatus.WARN
-                message = (f"no depth on {depth_topic} paired with a colour frame in the last {WINDOW_S:g} s "
-                           "(stamps differ, or nothing arrives): masks only, no points")
-            values = {"depth_topic": depth_topic, "camera_info_topic": info_topic, "frames_paired": str(self.paired),
-                      "frames_unpaired": str(self.unpaired), "depth_refused": str(self.refused),
-                      "last_error": self.last_error}
-        return diagnostic_status(level, name, message, context.get("device", ""), values)
+    sync: str  # exact or approximate
+    slop_s: float
+    queue_size: int
 
 
 class RgbdInputs:
@@ -87,10 +45,12 @@ class RgbdInputs:
     """
 
     def __init__(self, node: LifecycleNode, plan: topics.CameraTopics, qos: QoSProfile,
-                 overrides: QoSOverridingOptions, sync: str, slop_s: float,
+                 overrides: QoSOverridingOptions, pairing: Pairing,
                  on_pair: Callable[[Image, Image, CameraInfo], None]) -> None:
         self.health = DepthHealth()
         self._node = node
+        self._topic = plan.input
+        self._frames_differ_warned = False
         self._subscriptions: list[Any] = []
         self._info = self._input(CameraInfo, plan.camera_info, qos, overrides)
         self._info.registerCallback(lambda _: self.health.on_camera_info())
@@ -99,9 +59,10 @@ class RgbdInputs:
         if plan.depth:
             self._colour = message_filters.SimpleFilter()
             inputs = [self._colour, self._input(Image, plan.depth, qos, overrides), self._info]
-            synchronizer = (message_filters.TimeSynchronizer(inputs, SYNC_QUEUE) if sync == "exact" else
-                            message_filters.ApproximateTimeSynchronizer(inputs, SYNC_QUEUE, slop_s))
-            synchronizer.registerCallback(on_pair)
+            queue = pairing.queue_size
+            synchronizer = (message_filters.TimeSynchronizer(inputs, queue) if pairing.sync == "exact" else
+                            message_filters.ApproximateTimeSynchronizer(inputs, queue, pairing.slop_s))
+            synchronizer.registerCallback(lambda *pair: (self.health.on_pair(), on_pair(*pair)))
 
     def _input(self, message_type: type, topic: str, qos: QoSProfile,
                overrides: QoSOverridingOptions) -> message_filters.SimpleFilter:
@@ -128,8 +89,29 @@ class RgbdInputs:
         if self._colour is not None and pairable(message):
             self._colour.signalMessage(message)
 
-    def latest_camera_info(self) -> Optional[CameraInfo]:
-        return self._latest_info.getLast()
+    def geometry(self, colour: Any, size: tuple[int, int], depth: Optional[Image], info: Optional[CameraInfo],
+                 max_pixels: int, depth_scale: float) -> Optional[FrameGeometry]:
+        """The frame's camera_info and depth (paired), or the latest camera_info alone; refusals are logged."""
+        if self.has_depth:
+            self.health.on_frame(paired=depth is not None)
+        if depth is not None:
+            self._check_frames(colour.header.frame_id, depth.header.frame_id)
+
+        def refused(error: GeometryError) -> None:
+            self.health.on_refused(str(error))
+            self._node.get_logger().warning(f"{self._topic}: {error}; the mask is published without it",
+                                            throttle_duration_sec=LOG_THROTTLE_S)
+
+        return geometry_or_none(info or self._latest_info.getLast(), depth, *size, max_pixels, refused, depth_scale)
+
+    def _check_frames(self, colour_frame: str, depth_frame: str) -> None:
+        """Registered depth has the colour camera's frame; another one is said once per activation (as
+        depth_image_proc does), and the cloud keeps the depth's frame."""
+        if colour_frame != depth_frame and not self._frames_differ_warned:
+            self._frames_differ_warned = True
+            self._node.get_logger().warning(
+                f"{self._topic}: the depth's frame_id {depth_frame!r} is not the colour image's {colour_frame!r}: "
+                "is the depth registered to the colour camera? The cloud and 3D boxes are in the depth's frame")
 
     def destroy(self, node: LifecycleNode) -> None:
         for subscription in self._subscriptions:
