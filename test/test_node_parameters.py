@@ -134,3 +134,13 @@ def test_an_integer_for_a_double_is_taken_as_that_number(tmp_path):
     """max_rate_hz: 5 in a params file means 5.0 (rclpy alone would refuse the integer)."""
     status, output = start(["-p", "max_rate_hz:=5", "-p", "mode:=foo"], tmp_path, "")
     assert status == 1 and "max_rate_hz" not in output and "mode: 'foo' is refused" in output
+
+
+def test_a_start_only_value_is_taken_at_start_and_refused_at_run_time_with_the_reason():
+    from clip_dinoiser_ros.ros.parameters import refusals, run_time_refusals
+
+    current = {"autostart": True}
+    assert refusals({"autostart": False}, current) == {}  # a params file or -p at start
+    reason = run_time_refusals({"autostart": False}, current)["autostart"]
+    assert reason.startswith("autostart: False is refused: it is read at start only") and "-p autostart:=false" in reason
+    assert run_time_refusals({"autostart": True}, current) == {}  # no change, nothing to refuse

@@ -122,10 +122,18 @@ def test_publishers_are_created_and_destroyed_on_the_executor_thread(spun, probe
     created, destroyed = Spy(spun.node.create_publisher), Spy(spun.node.destroy_publisher)
     monkeypatch.setattr(spun.node, "create_publisher", created)
     monkeypatch.setattr(spun.node, "destroy_publisher", destroyed)
-    assert set_parameter(parameters, "prompts", ["bus", "tree", "sky"]).successful
-    topics = lambda: {n for n, _ in probe.node.get_topic_names_and_types() if "/confidence/" in n}  # noqa: E731
-    wait_until(lambda: {"bus", "tree", "sky"} <= {t.rsplit("/", 1)[1] for t in topics()}, 30, "the new class topics")
-    assert len(created.calls) >= 3 and len(destroyed.calls) >= 2  # bus, tree, sky in; road, car out
+    topics = [f"/state_cam/segmentation/confidence/{token}" for token in ("bus", "tree", "sky")]
+    subscriptions = [probe.collect(Image, topic) for topic in topics]  # class publishers exist while subscribed
+    published = lambda: sum(probe.node.count_publishers(topic) for topic in topics)  # noqa: E731
+    try:
+        assert set_parameter(parameters, "prompts", ["bus", "tree", "sky"]).successful
+        wait_until(lambda: published() == 3, 30, "the new class topics")
+        assert set_parameter(parameters, "prompts", ["road", "car"]).successful
+        wait_until(lambda: published() == 0, 30, "the class topics gone with their classes")
+    finally:
+        for subscription in subscriptions:
+            probe.node.destroy_subscription(subscription.subscription)
+    assert len(created.calls) >= 3 and len(destroyed.calls) >= 3  # bus, tree, sky in, then out
     assert {thread for thread, _, _ in created.calls + destroyed.calls} == {spun.thread.ident}
 
 
@@ -214,7 +222,8 @@ def test_a_model_failing_on_every_frame_is_an_error_in_diagnostics_after_five_se
         return arrays and next(s for s in arrays[-1].status if s.name == name)
 
     try:
-        warned = wait_until(lambda: (s := camera_level()) and s.level == DiagnosticStatus.WARN and s, 10, "a WARN")
+        warned = wait_until(lambda: (s := camera_level()) and s.level == DiagnosticStatus.WARN
+                            and "failed in the model" in s.message and s, 10, "a WARN")  # not one of silence before
         error = wait_until(lambda: (s := camera_level()) and s.level == DiagnosticStatus.ERROR and s,
                            WINDOW_S + 10, "an ERROR once every frame failed for WINDOW_S", interval=0.2)
     finally:

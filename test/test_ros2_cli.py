@@ -136,7 +136,9 @@ def test_namespace_launch_applies_the_shipped_yaml(tmp_path):
 
 def test_qos_overrides_in_a_params_file_apply_through_ros2_launch(tmp_path, probe):
     """Per-topic QoS from the user's params file, as image_pipeline's nodes take it; the mask is read by a
-    subscriber that matches only the overridden publisher (transient local), never the default (volatile)."""
+    subscriber that matches only the overridden publisher (transient local), never the default (volatile).
+    An input's reliability is input_reliability's alone (it applies at every activate), its other policies
+    are the file's."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     camera, mask = "/qos_cam/image_raw", "/qos_cam/segmentation/mask"
@@ -145,7 +147,7 @@ def test_qos_overrides_in_a_params_file_apply_through_ros2_launch(tmp_path, prob
         "image_topics": [camera], "prompts": ["road", "car"], **TINY,
         "qos_overrides": {
             mask: {"publisher": {"durability": "transient_local", "depth": 3, "reliability": "reliable"}},
-            camera: {"subscription": {"reliability": "reliable", "depth": 2}},
+            camera: {"subscription": {"durability": "transient_local", "depth": 2}},
         },
     }}}))
     launch = Launch(tmp_path, f"params_file:={file}")
@@ -155,12 +157,13 @@ def test_qos_overrides_in_a_params_file_apply_through_ros2_launch(tmp_path, prob
         (publisher,) = discovered(probe.node.get_publishers_info_by_topic, mask)
         assert publisher.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL  # the graph does not carry depth
         (subscription,) = discovered(probe.node.get_subscriptions_info_by_topic, camera)
-        assert subscription.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # input_reliability: best_effort
+        assert subscription.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        assert subscription.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # input_reliability's
         (confidence,) = discovered(probe.node.get_publishers_info_by_topic, "/qos_cam/segmentation/confidence")
         assert confidence.qos_profile.durability == DurabilityPolicy.VOLATILE  # only what the file names changes
         late = QoSProfile(depth=3, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         masks = probe.collect(Image, mask, late)
-        sender = probe.node.create_publisher(Image, camera, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        sender = probe.node.create_publisher(Image, camera, late)  # a volatile one would not match the input
         try:
             def answered():
                 sender.publish(rgb_message(synthetic_rgb(160, 120)))

@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -22,12 +24,11 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from ..msg import ClassConfidences
 from ..pipeline import topics
 from .frame_mailbox import Frame, FrameMailbox
-from ..pipeline.frame_geometry import PAIR_WAIT_S, FrameGeometry, GeometryError, geometry_or_none
 from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
 from ..pipeline.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from ..pipeline.messages import Wanted, stamp_ns
 from .diagnostics import LOG_THROTTLE_S, CameraStats, camera_status
-from .rgbd_inputs import RgbdInputs
+from .rgbd_inputs import Pairing, RgbdInputs
 
 if TYPE_CHECKING:
     from rclpy.lifecycle import LifecycleNode
@@ -39,16 +40,17 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LABEL_INFO_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
-# Reliability, durability, depth and history of every input and output can be set per topic in a params
-# file (qos_overrides./<topic>.subscription|publisher.<policy>), as image_pipeline's nodes allow; rclpy's
-# default set lacks durability. rclpy applies an override to the profile object it is given, so every
-# entity gets its own copy of these.
-OVERRIDABLE_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY,
-                        QoSPolicyKind.DURABILITY)
-
-
-def qos_overrides() -> QoSOverridingOptions:
-    return QoSOverridingOptions(OVERRIDABLE_POLICIES)
+# Reliability, durability, depth and history of every output, and all but reliability of every input, can
+# be set per topic in a params file (qos_overrides./<topic>.subscription|publisher.<policy>), as
+# image_pipeline's nodes allow; rclpy's default set lacks durability. rclpy declares each override as a
+# read-only parameter from the first profile it sees and reuses it at every later activate, so the inputs'
+# reliability is input_reliability's alone: an override would freeze it at its first value. rclpy applies
+# an override to the profile object it is given, so every entity gets its own copy of these.
+OUTPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY)
+INPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.DURABILITY)
+# How often the graph is asked which confidence/<class> topics have subscribers (image_transport's lazy
+# publishers, by polling): a class's publisher exists only while somebody subscribes to it.
+CLASS_TOPIC_PERIOD_S = 0.5
 STOP_TIMEOUT_S = 1.0  # then a frame still being segmented is abandoned: a stop is never held up by it
 OUTPUT_TYPES = {"class_confidences": ClassConfidences, "label_info": LabelInfo, "camera_info": CameraInfo,
                 "points": PointCloud2, "detections": Detection2DArray, "detections_3d": Detection3DArray}
@@ -62,6 +64,7 @@ class LiveSettings:
     max_rate_hz: float
     max_image_pixels: int
     batch: bool
+    depth_scale: float  # metres per 16UC1 depth unit
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class InputSettings:
     reliability: str = "best_effort"
     sync: str = "exact"
     sync_slop_s: float = 0.02
+    sync_wait_s: float = 0.1  # a colour frame of a depth camera goes alone after this, from the first unpaired
+    sync_queue_size: int = 10
 
 
 @dataclass
@@ -104,6 +109,8 @@ class Activation:
         self._lock = threading.RLock()  # publishers: used by the worker, created and destroyed by the executor
         self._stopped = False
         self._worker: Optional[threading.Thread] = None
+        self._sync_wait_s = 0.0  # set by start
+        self._class_timer = None
         self._diagnostics = None
 
     @property
@@ -112,17 +119,23 @@ class Activation:
 
     def start(self, inputs: InputSettings) -> None:
         """Publishers, subscriptions, then the worker; on any error the caller calls ``stop``."""
-        overrides = qos_overrides()
+        overrides = QoSOverridingOptions(OUTPUT_POLICIES)
         for camera in self._cameras.values():
             for name, topic in camera.names.outputs.items():
                 qos = copy.copy(LABEL_INFO_QOS if name == "label_info" else OUTPUT_QOS)  # overrides change it
                 camera.publishers[name] = self._node.create_publisher(
                     OUTPUT_TYPES.get(name, Image), topic, qos, qos_overriding_options=overrides)
         self.sync_class_publishers(self._active())
+        self._class_timer = self._node.create_timer(CLASS_TOPIC_PERIOD_S,
+                                                    lambda: self.sync_class_publishers(self._active()),
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
         reliability = ReliabilityPolicy.RELIABLE if inputs.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
         input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        overrides = QoSOverridingOptions(INPUT_POLICIES)
+        pairing = Pairing(inputs.sync, inputs.sync_slop_s, inputs.sync_queue_size)
+        self._sync_wait_s = inputs.sync_wait_s
         for camera in self._cameras.values():
-            camera.rgbd = RgbdInputs(self._node, camera.names, input_qos, overrides, inputs.sync, inputs.sync_slop_s,
+            camera.rgbd = RgbdInputs(self._node, camera.names, input_qos, overrides, pairing,
                                      lambda *pair, c=camera: self._on_pair(c, *pair))
             message_type = CompressedImage if topics.is_compressed(camera.topic) else Image
             camera.subscription = self._node.create_subscription(
@@ -134,6 +147,9 @@ class Activation:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Undo ``start``, however far it got; False when the worker was still busy and was detached."""
         node = self._node
+        if self._class_timer is not None:
+            node.destroy_timer(self._class_timer)
+            self._class_timer = None
         for camera in self._cameras.values():
             if camera.subscription is not None:
                 node.destroy_subscription(camera.subscription)
@@ -157,18 +173,29 @@ class Activation:
         return finished
 
     def sync_class_publishers(self, active: VersionedVocabulary) -> None:
-        """One confidence/<class> topic per class of ``active``: new classes appear, removed ones go."""
-        wanted = set(topics.class_topic_tokens(active.vocabulary.names))
+        """A confidence/<class> publisher for each class of ``active`` that somebody subscribes to, none for others.
+
+        Runs on the executor's thread (a timer, and each new vocabulary). One graph look-up for all the
+        cameras: a class topic someone subscribes to is in it before any publisher of ours is. No QoS
+        override parameters are declared for these topics, so nothing stays declared for past classes.
+        """
+        listed = {name for name, _ in self._node.get_topic_names_and_types()}
+        tokens = topics.class_topic_tokens(active.vocabulary.names)
+        wanted: dict[str, dict[str, str]] = {}
+        for camera in self._cameras.values():
+            class_topics = {token: topics.output_topic(camera.topic, f"confidence/{token}") for token in tokens}
+            wanted[camera.topic] = {token: topic for token, topic in class_topics.items()
+                                    if topic in listed and self._node.count_subscribers(topic) > 0}
         with self._lock:
             if self._stopped:
                 return
             for camera in self._cameras.values():
-                for token in set(camera.class_publishers) - wanted:
+                for token in set(camera.class_publishers) - set(wanted[camera.topic]):
                     self._node.destroy_publisher(camera.class_publishers.pop(token))
-                for token in wanted - set(camera.class_publishers):
-                    camera.class_publishers[token] = self._node.create_publisher(
-                        Image, topics.output_topic(camera.topic, f"confidence/{token}"), copy.copy(OUTPUT_QOS),
-                        qos_overriding_options=qos_overrides())
+                for token, topic in wanted[camera.topic].items():
+                    if token not in camera.class_publishers:
+                        camera.class_publishers[token] = self._node.create_publisher(Image, topic,
+                                                                                     copy.copy(OUTPUT_QOS))
 
     def statuses(self, node_name: str, context: dict[str, str]) -> list[DiagnosticStatus]:
         pipeline = self._pipeline
@@ -189,7 +216,7 @@ class Activation:
         if rgbd is None or not rgbd.has_depth:
             self._mailbox.put(camera.topic, message)
             return
-        self._mailbox.put(camera.topic, message, key=stamp_ns(message), complete=False, hold_s=PAIR_WAIT_S)
+        self._mailbox.put(camera.topic, message, key=stamp_ns(message), complete=False, hold_s=self._sync_wait_s)
         rgbd.on_colour(message)
 
     def _on_pair(self, camera: Camera, colour: Any, depth: Image, info: CameraInfo) -> None:
@@ -215,7 +242,7 @@ class Activation:
                 logger.error(f"{cameras}: frame failed: {type(error).__name__}: {error}")
 
     def _process(self, frames: list[Frame], settings: LiveSettings) -> None:
-        decoded = [d for frame in frames if (d := self._decoded(frame, settings.max_image_pixels)) is not None]
+        decoded = [d for frame in frames if (d := self._decoded(frame, settings)) is not None]
         if not decoded:
             return
         active = self._active()
@@ -239,35 +266,27 @@ class Activation:
                     if publisher is not None and publisher.get_subscription_count() > 0:
                         publisher.publish(image)
 
-    def _decoded(self, frame: Frame, max_pixels: int) -> Optional[CameraFrame]:
+    def _decoded(self, frame: Frame, settings: LiveSettings) -> Optional[CameraFrame]:
+        """The frame as the pipeline takes it: its pixels, its geometry and the outputs wanted; None if rejected."""
         camera = self._cameras[frame.camera]
         message, depth, info = frame.message if isinstance(frame.message, tuple) else (frame.message, None, None)
+        rgb = self._pixels(camera, message, settings.max_image_pixels)
+        if rgb is None:
+            return None
+        geometry = None if camera.rgbd is None else camera.rgbd.geometry(
+            message, rgb.shape[:2], depth, info, settings.max_image_pixels, settings.depth_scale)
+        return CameraFrame(camera.topic, message.header, rgb, self._wanted(camera), geometry)
+
+    def _pixels(self, camera: Camera, message: Any, max_pixels: int) -> Optional[np.ndarray]:
+        """The frame's RGB pixels, or None when it is rejected (counted, and logged throttled)."""
         try:
             decode = compressed_to_rgb if isinstance(message, CompressedImage) else image_to_rgb
-            rgb = decode(message, max_pixels)
+            return decode(message, max_pixels)
         except ImageDecodeError as error:
             camera.stats.on_rejected(str(error))
             self._node.get_logger().warning(f"{camera.topic}: frame rejected: {error}",
                                             throttle_duration_sec=LOG_THROTTLE_S)
             return None
-        geometry = self._geometry(camera, rgb.shape[:2], depth, info, max_pixels)
-        return CameraFrame(camera.topic, message.header, rgb, self._wanted(camera), geometry)
-
-    def _geometry(self, camera: Camera, size: tuple[int, int], depth: Optional[Image], info: Optional[CameraInfo],
-                  max_pixels: int) -> Optional[FrameGeometry]:
-        """The frame's camera_info and depth (paired), or the latest camera_info alone; refusals are logged."""
-        rgbd = camera.rgbd
-        if rgbd is None:
-            return None
-        if rgbd.has_depth:
-            rgbd.health.on_frame(paired=depth is not None)
-
-        def refused(error: GeometryError) -> None:
-            rgbd.health.on_refused(str(error))
-            self._node.get_logger().warning(f"{camera.topic}: {error}; the mask is published without it",
-                                            throttle_duration_sec=LOG_THROTTLE_S)
-
-        return geometry_or_none(info or rgbd.latest_camera_info(), depth, *size, max_pixels, refused)
 
     def _model_failed(self, camera: Camera, error: Exception) -> None:
         camera.stats.on_model_failed(f"{type(error).__name__}: {error}")

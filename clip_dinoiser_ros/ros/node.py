@@ -29,7 +29,7 @@ from .vocabulary_switcher import VocabularySwitcher
 from ..srv import SetPrompts
 from ..visualization import RANDOM_NOTICE
 from .diagnostics import VocabularyHealth
-from .parameters import LIVE, PARAMETERS, REACTIVATE, SPECS, refusals
+from .parameters import PARAMETERS, REACTIVATE, RECONFIGURE, SPECS, refusals, run_time_refusals
 from .activation import LOG_THROTTLE_S, InputSettings, LiveSettings, Activation
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ClipDinoiserNode(LifecycleNode):
         return refused
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        refused = refusals({p.name: p.value for p in parameters}, self._values())
+        refused = run_time_refusals({p.name: p.value for p in parameters}, self._values())
         return SetParametersResult(successful=not refused, reason="; ".join(refused.values()))
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
@@ -98,7 +98,7 @@ class ClipDinoiserNode(LifecycleNode):
                 setattr(self._engine, name, self.param(name))
             elif applies == REACTIVATE:
                 self.get_logger().info(f"{name} takes effect on the next activate")
-            elif applies != LIVE:
+            elif applies == RECONFIGURE:
                 self.get_logger().warning(
                     f"{name} takes effect on the next configure (deactivate, cleanup, configure, activate)"
                 )
@@ -115,6 +115,7 @@ class ClipDinoiserNode(LifecycleNode):
                                 min_object_pixels=self.param("min_object_pixels")),
             max_rate_hz=self.param("max_rate_hz"),
             max_image_pixels=self.param("max_image_pixels"),
+            depth_scale=self.param("depth_scale"),
             batch=batch == "on" or (batch == "auto" and engine is not None and engine.device.type == "cuda"),
         )
 
@@ -148,6 +149,7 @@ class ClipDinoiserNode(LifecycleNode):
 
         settings = EngineSettings(**{name: self.param(name) for name in EngineSettings.__dataclass_fields__})
         prompts = self.param("prompts")
+        self.get_logger().debug(f"configuring {settings} with prompts {prompts}")
         started = time.monotonic()
         stopping = self.stop_requested.is_set
         self._engine = run_on_short_lived_thread(lambda: build_engine(settings), "model-loader", stopping)
@@ -161,8 +163,8 @@ class ClipDinoiserNode(LifecycleNode):
         )
         self._vocabulary_service = self.create_service(SetPrompts, "~/set_prompts", self._handle_set_prompts)
         self.get_logger().info(
-            f"configured {settings.clip_model} on {self._engine.device} ({self._engine.dtype}, "
-            f"{self._engine.runs_on}) in {time.monotonic() - started:.1f} s; "
+            f"configured {settings.clip_model} ({settings.templates} templates) on {self._engine.device} "
+            f"({self._engine.dtype}, {self._engine.runs_on}) in {time.monotonic() - started:.1f} s; "
             f"vocabulary v{version}: {list(vocabulary.names)}{self._texts_so_far()}"
         )
         return TransitionCallbackReturn.SUCCESS
@@ -173,8 +175,9 @@ class ClipDinoiserNode(LifecycleNode):
                                         self.param("depth_topics"), self.param("camera_info_topics"))
             self._activation = Activation(self, self._engine, plans, self.live_settings, self._active_vocabulary,
                                         self._seconds_now)
-            self._activation.start(InputSettings(self.param("input_reliability"), self.param("sync"),
-                                                self.param("sync_slop_s")))
+            self._activation.start(InputSettings(
+                self.param("input_reliability"), self.param("sync"), self.param("sync_slop_s"),
+                sync_wait_s=self.param("sync_wait_s"), sync_queue_size=self.param("sync_queue_size")))
             self._start_diagnostics()
         except Exception as error:  # nothing of a failed activation may stay behind
             self._stop_activation()
@@ -316,7 +319,8 @@ class ClipDinoiserNode(LifecycleNode):
         context = {
             "device": str(engine.device),
             "precision": str(engine.dtype).replace("torch.", ""),
-            "backend": engine.runs_on,
+            "backend": engine.runs_on,  # the execution provider a session says it runs on, not the one asked for
+            **({} if engine.graph_status is None else {"onnx_graphs": engine.graph_status}),
             "vocabulary": ", ".join(vocabulary.names),
             "vocabulary_version": str(version),
             "background_filtering": str(uses_background(vocabulary, background)).lower(),

@@ -17,11 +17,13 @@ from rcl_interfaces.msg import ParameterDescriptor
 
 from ..model.choices import BACKENDS, DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
 from ..model.heads_download import PUBLISHED
+from ..model.onnx_providers import SYNTAX as PROVIDER_OPTIONS_SYNTAX, provider_options_problem
 from ..model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
 
 LIVE = "live"  # applied to the next frame
 REACTIVATE = "reactivate"  # applied on the next activate (deactivate -> activate)
 RECONFIGURE = "reconfigure"  # the model is rebuilt on the next configure (cleanup -> configure)
+START = "start"  # read once, when the process starts: a run-time change is refused (it would do nothing)
 
 Check = Callable[[Any], Optional[str]]  # why a (well-typed) value is wrong, or None
 
@@ -165,8 +167,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("image_topics", ["/camera/image_raw"],
                   "Input image topics; a name ending in /compressed is read as sensor_msgs/CompressedImage",
                   REACTIVATE, check=_topic_list_problem, rule="a non-empty list of distinct topic names"),
-    ParameterSpec("input_reliability", "best_effort", "QoS reliability of the image subscriptions", REACTIVATE,
-                  choices=("best_effort", "reliable")),
+    ParameterSpec("input_reliability", "best_effort",
+                  "QoS reliability of every input subscription (images, depth, camera_info), set at each activate; "
+                  "not a qos_overrides policy of the inputs", REACTIVATE, choices=("best_effort", "reliable")),
     ParameterSpec("depth_topics", [""],
                   "Depth images registered to each colour camera (16UC1 millimetres or 32FC1 metres), one entry per "
                   "image_topics entry, '' for none: the camera then publishes segmentation/points and detections_3d",
@@ -181,6 +184,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "sync_slop_s (approximate)", REACTIVATE, choices=("exact", "approximate")),
     ParameterSpec("sync_slop_s", 0.02, "approximate sync: the largest stamp difference of a pair, in seconds",
                   REACTIVATE, value_range=(0.0, 1.0)),
+    ParameterSpec("sync_wait_s", 0.1, "How long a colour frame of a depth camera waits for its depth and "
+                  "camera_info, counted from the first frame still unpaired; then it is segmented alone",
+                  REACTIVATE, value_range=(0.0, 10.0)),
+    ParameterSpec("sync_queue_size", 10, "Messages message_filters keeps per input (colour, depth, camera_info) "
+                  "while a pair is incomplete, as depth_image_proc's queue_size", REACTIVATE, value_range=(1, 1000)),
+    ParameterSpec("depth_scale", 0.001, "Metres per unit of 16UC1 depth: 0.001 = millimetres (REP 118), 0.0002 "
+                  "for 5000 units per metre; 32FC1 depth is metres whatever this says", LIVE,
+                  value_range=(1e-06, 1.0)),
     ParameterSpec("max_depth_m", 10.0, "Points farther than this are NaN in segmentation/points", LIVE,
                   value_range=(0.0, 1000.0)),
     ParameterSpec("min_object_pixels", 50, "Smallest connected region of a class reported in segmentation/detections",
@@ -234,7 +245,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("embedding_cache", True,
                   "Keep class embeddings in the user cache ($XDG_CACHE_HOME/clip_dinoiser_ros): a restart with "
                   "known prompts encodes nothing", RECONFIGURE),
-    ParameterSpec("autostart", True, "Configure and activate at start-up", RECONFIGURE),
+    ParameterSpec("autostart", True, "Configure and activate at start-up (read at start only: a run-time change "
+                  "is refused)", START),
+    ParameterSpec("onnx_provider_options", "",
+                  "backend onnxruntime: TensorRT/CUDA options as key=value,... (fp16, engine_cache, timing_cache: "
+                  "true/false, default true; device_id: default the engine's CUDA device); '' = the defaults",
+                  RECONFIGURE, check=provider_options_problem, rule=PROVIDER_OPTIONS_SYNTAX),
 )
 
 SPECS = {spec.name: spec for spec in PARAMETERS}
@@ -255,4 +271,14 @@ def refusals(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str
         except ValueError as error:
             blamed = next(name for name in PROMPT_LIMITS if name in changes)
             found[blamed] = f"{blamed}: {changes[blamed]!r} is refused: {error}; allowed: {SPECS[blamed].allowed()}"
+    return found
+
+
+def run_time_refusals(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
+    """``refusals``, and a change of a start-only parameter: it is read once, so a new value would do nothing."""
+    found = refusals(changes, current)
+    for name, value in changes.items():
+        if name in SPECS and SPECS[name].applies == START and name not in found and value != current.get(name):
+            found[name] = (f"{name}: {value!r} is refused: it is read at start only (a run-time change would do "
+                           f"nothing); restart the node with -p {name}:={str(value).lower()} or a params file")
     return found
