@@ -15,6 +15,7 @@ _HOMES = {
     "ClipDinoiser": "engine",
     "DinoiserHeads": "heads",
     "EncodingCancelled": "errors",
+    "FrameFeatures": "engine",
     "Segmentation": "engine",
     "Vocabulary": "vocabulary",
     "WeightsUnavailableError": "errors",
@@ -29,7 +30,7 @@ __all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:
     from .clip_loading import load_clip, random_clip
-    from .engine import ClipDinoiser, Segmentation
+    from .engine import ClipDinoiser, FrameFeatures, Segmentation
     from .errors import CheckpointError, EncodingCancelled, WeightsUnavailableError
     from .heads import DinoiserHeads, build_heads, save_checkpoint
     from .vocabulary import ClassPrompt, Vocabulary, parse_prompts

@@ -1,7 +1,7 @@
 """The CLIP-DINOiser engine: one CLIP pass, the two heads, guided pooling, and full-resolution outputs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -14,7 +14,8 @@ from . import preprocessing as pre
 from .dense_clip import DenseClipEncoder
 from .embedding_store import EmbeddingStore
 from .full_resolution import FullResolution, full_resolution
-from .guided_pooling import class_probabilities, dinoised_logits, filter_background
+from ..spatial.patch_grid import PatchGrid
+from .guided_pooling import class_probabilities, filter_background, pooled_features, synonym_logits
 from .heads import HeadsSource, build_heads
 from .fingerprint import GRAPH_PARTS, EngineFingerprint
 from .onnx_backend import OnnxRuntimeBackend
@@ -40,6 +41,18 @@ class Segmentation:
     confidence: np.ndarray  # (H, W) float32, the winning probability
     class_max: np.ndarray  # (K,) float32, each class's highest probability anywhere in the image
     prompts: tuple[str, ...]
+    features: Optional["FrameFeatures"] = None  # only when asked for (``features=True``)
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """What a mapper fuses, from the pass that segmented the frame: the guided-pooled MaskCLIP features,
+    L2-normalised per patch (their 100 * cosine with a text embedding is that text's logit), and the
+    objectness, on the patch grid that ``grid`` places on the image."""
+
+    features: np.ndarray  # (E, h, w) float32, unit length along E
+    objectness: np.ndarray  # (h, w) float32, sigmoid of the bkg_decoder logit
+    grid: PatchGrid
 
 
 def check_backend(backend: str, precision: str) -> None:
@@ -132,18 +145,22 @@ class ClipDinoiser:
         background: Optional[bool] = None,
         vocabulary: Optional[Vocabulary] = None,
         probs: bool = True,
+        features: bool = False,
     ) -> Segmentation:
         """Segment an HxWx3 uint8 RGB image with the active (or the given) vocabulary.
 
         ``probs=False`` skips the (K, H, W) map (``Segmentation.probs`` is None): labels, confidence and
         ``class_max`` are then computed a few classes at a time, with the same values. Slide mode with
-        the defaults is the paper's evaluation protocol (``evaluation.protocol``).
+        the defaults is the paper's evaluation protocol (``evaluation.protocol``). ``features=True`` (whole
+        mode) also returns the frame's ``FrameFeatures`` from the same pass.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "whole":
             return self.segment_batch([image], short_side=short_side, background=background,
-                                      vocabulary=vocabulary, probs=probs)[0]
+                                      vocabulary=vocabulary, probs=probs, features=features)[0]
+        if features:
+            raise ValueError("features=True needs mode='whole': slide mode has one patch grid per window")
         vocabulary = self._checked_vocabulary(vocabulary, short_side, window, stride)
         use_background = uses_background(vocabulary, background)
         short_side, gamma = self._graph_settings([image], short_side, window, stride)
@@ -162,12 +179,15 @@ class ClipDinoiser:
         background: Optional[bool] = None,
         vocabulary: Optional[Vocabulary] = None,
         probs: bool = True,
+        features: bool = False,
     ) -> list[Segmentation]:
         """Whole-image segmentation of several images (cameras of one robot), in input order.
 
         Images that resize to the same size share one ViT pass; each result equals ``segment`` of that
-        image alone (up to float rounding).
+        image alone (up to float rounding). ``features=True`` adds each image's ``FrameFeatures``.
         """
+        if features and self.onnx is not None:
+            raise ValueError("features=True needs backend 'torch': the exported onnxruntime graph ends at the logits")
         vocabulary = self._checked_vocabulary(vocabulary, short_side, self.patch_size, 1)
         use_background = uses_background(vocabulary, background)
         short_side, gamma = self._graph_settings(images, short_side)
@@ -177,14 +197,20 @@ class ClipDinoiser:
             for index, tensor in enumerate(resized):
                 groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
             outputs: list[Optional[FullResolution]] = [None] * len(images)
+            frame_features: list[Optional[FrameFeatures]] = [None] * len(images)
             for members in groups.values():
                 pixels = torch.cat([resized[i] for i in members])
-                batch = self._upsampled_by_patch(self._patch_probabilities(pixels, vocabulary, use_background, gamma),
-                                                 pixels.shape[-2:])
-                for index, inference_probs in zip(members, batch):
+                patch_probs, pooled, objectness = self._patch_outputs(pixels, vocabulary, use_background, gamma)
+                batch = self._upsampled_by_patch(patch_probs, pixels.shape[-2:])
+                for slot, (index, inference_probs) in enumerate(zip(members, batch)):
                     size = images[index].shape[:2]
                     outputs[index] = full_resolution(inference_probs.unsqueeze(0), size, keep_probs=probs)
-            return self._to_host(outputs, vocabulary)
+                    if features:
+                        grid = PatchGrid(tuple(size), tuple(pixels.shape[-2:]), self.patch_size)
+                        frame_features[index] = FrameFeatures(F.normalize(pooled[slot], dim=0).cpu().numpy(),
+                                                              torch.sigmoid(objectness[slot, 0]).cpu().numpy(), grid)
+            results = self._to_host(outputs, vocabulary)
+            return [replace(result, features=extra) for result, extra in zip(results, frame_features)]
 
     def _graph_settings(self, images: Sequence[np.ndarray], short_side: int, window: Optional[int] = None,
                         stride: int = 1) -> tuple[int, float]:
@@ -254,7 +280,7 @@ class ClipDinoiser:
             chunk = boxes[start:start + SLIDE_BATCH]
             crops = torch.cat([pixels[:, :, t:b, l:r] for t, l, b, r in chunk])
             # As the benchmarks' encode_decode: the padded grid's map is stretched onto the window.
-            probs = pre.resize(self._patch_probabilities(crops, vocabulary, use_background, gamma), crops.shape[-2:])
+            probs = pre.resize(self._patch_outputs(crops, vocabulary, use_background, gamma)[0], crops.shape[-2:])
             for (top, left, bottom, right), crop_probs in zip(chunk, probs):
                 total[:, :, top:bottom, left:right] += crop_probs
                 count[:, :, top:bottom, left:right] += 1
@@ -265,10 +291,12 @@ class ClipDinoiser:
         upsampled = F.interpolate(probs, scale_factor=self.patch_size, mode="bilinear", align_corners=False)
         return upsampled[:, :, :size[0], :size[1]]
 
-    def _patch_probabilities(self, crops: torch.Tensor, vocabulary: Vocabulary, use_background: bool,
-                             gamma: float) -> torch.Tensor:
+    def _patch_outputs(self, crops: torch.Tensor, vocabulary: Vocabulary, use_background: bool,
+                       gamma: float) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """(B, 3, H, W) in [0, 1] -> (B, K, h, w) class probabilities (background-filtered if asked) on the
-        patch grid of the crops zero-padded to a multiple of the patch size."""
+        patch grid of the crops zero-padded to a multiple of the patch size; with them, from the same pass,
+        the guided-pooled features (B, E, h, w) fp32, not normalised (None with onnxruntime), and the
+        objectness logits (B, 1, h, w) fp32."""
         padded = pre.pad_to_multiple(crops, self.patch_size)
         patches = (padded.shape[-2] // self.patch_size) * (padded.shape[-1] // self.patch_size)
         if patches > MAX_WHOLE_PATCHES:
@@ -279,15 +307,18 @@ class ClipDinoiser:
         embeddings, owners = self._text_tensors(vocabulary)
         if self.onnx is not None:
             logits, objectness = self.onnx.run(pre.normalize(padded), embeddings, gamma)
+            pooled = None
         else:
             with autocast(self.device, self.dtype):
                 features = self.encoder(pre.normalize(padded))
                 projected, objectness = self.heads(features.head_input)
-            logits = dinoised_logits(features.maskclip, projected, embeddings, gamma)
+            pooled = pooled_features(features.maskclip, projected, gamma)
+            logits = synonym_logits(pooled, embeddings)
         probs = class_probabilities(logits, owners, len(vocabulary))
+        objectness = objectness.float()
         if use_background:
-            probs = filter_background(probs, objectness.float(), self.delta)
-        return probs
+            probs = filter_background(probs, objectness, self.delta)
+        return probs, pooled, objectness
 
     def _text_tensors(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
         """The vocabulary's tensors on the engine's device, copied once per vocabulary."""

@@ -31,11 +31,15 @@ def synonym_logits(features: torch.Tensor, text_embeddings: torch.Tensor) -> tor
     return LOGIT_SCALE * torch.einsum("bchw,sc->bshw", F.normalize(features, dim=1), text_embeddings)
 
 
+def pooled_features(maskclip: torch.Tensor, projected: torch.Tensor, gamma: float) -> torch.Tensor:
+    """MaskCLIP features (B, E, h, w) pooled along the heads' correlations, in fp32, not normalised."""
+    return guided_pool(maskclip.float(), patch_correlation(projected.float()), gamma)
+
+
 def dinoised_logits(maskclip: torch.Tensor, projected: torch.Tensor, text_embeddings: torch.Tensor,
                     gamma: float) -> torch.Tensor:
-    """The synonyms' logits of MaskCLIP features pooled along the heads' correlations, in fp32."""
-    pooled = guided_pool(maskclip.float(), patch_correlation(projected.float()), gamma)
-    return synonym_logits(pooled, text_embeddings)
+    """The synonyms' logits of the pooled MaskCLIP features, in fp32."""
+    return synonym_logits(pooled_features(maskclip, projected, gamma), text_embeddings)
 
 
 def class_probabilities(logits: torch.Tensor, synonym_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
