@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "clip_dinoiser_ros"  # the sources (not the generated msg/, srv/)
-CORE = ["model", "pipeline", "spatial", "evaluation", "train"]
+CORE = ["model", "pipeline", "spatial", "evaluation", "train", "mapping"]
 IMPORT_ALL = """
 import importlib, pkgutil, sys
 package = importlib.import_module(sys.argv[1])

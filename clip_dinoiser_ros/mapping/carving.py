@@ -1,0 +1,35 @@
+"""Free-space carving by projection: a voxel the camera sees through is empty now.
+
+Instead of marching every ray, each map voxel's centre is projected into the new depth image (the pinhole
+model of spatial.Intrinsics, as back_project inverts it): a voxel in front of the camera, inside the image,
+whose depth is clearly smaller than the depth measured at its pixel lies on the ray between the camera and
+a surface behind it, so it is free. Voxels behind surfaces, outside the view or where the depth has no
+value are left alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..spatial.intrinsics import Intrinsics
+
+
+def seen_through(centres: np.ndarray, depth_m: np.ndarray, camera: Intrinsics, pose: np.ndarray,
+                 max_depth_m: float, margin_m: float) -> np.ndarray:
+    """(n,) bool: which voxel ``centres`` (n, 3, map frame) lie at least ``margin_m`` in front of the depth
+    measured at their pixel (``depth_m`` in metres; 0, NaN or beyond ``max_depth_m`` = no measurement)."""
+    if centres.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    rotation, translation = pose[:3, :3], pose[:3, 3]
+    local = (centres - translation) @ rotation  # R^T (c - t) for each row
+    z = local[:, 2]
+    ahead = z > 1e-6
+    safe_z = np.where(ahead, z, 1.0)
+    u = np.floor((camera.fx * local[:, 0] + camera.tx) / safe_z + camera.cx + 0.5)
+    v = np.floor((camera.fy * local[:, 1] + camera.ty) / safe_z + camera.cy + 0.5)
+    inside = ahead & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height) & (z < max_depth_m)
+    free = np.zeros(centres.shape[0], dtype=bool)
+    rows = np.flatnonzero(inside)
+    measured = depth_m[v[rows].astype(np.int64), u[rows].astype(np.int64)]
+    with np.errstate(invalid="ignore"):
+        free[rows] = (measured > 0.0) & (measured <= max_depth_m) & (z[rows] < measured - margin_m)
+    return free
