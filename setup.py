@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "opencv-python-headless>=4.6",  # the only OpenCV; Ubuntu 24.04 (Jazzy) ships 4.6
     "rosbags>=0.10",
+    "PyYAML>=6",  # clip-dinoiser-bag segment --params-file reads the node's params file (rclpy needs it anyway)
 ]
 PLOTS = ["matplotlib>=3.8"]
 EXTRAS_REQUIRE = {
@@ -31,7 +32,7 @@ EXTRAS_REQUIRE = {
     # clip-dinoiser-eval: the benchmark report's plots
     "eval": [*PLOTS],
     # clip-dinoiser-demo: the sample photos and the parameter file
-    "demo": ["scikit-image>=0.22", "PyYAML>=6"],
+    "demo": ["scikit-image>=0.22"],
     # clip-dinoiser-export and backend onnxruntime: the exporter (torch.onnx's needs onnxscript), the checker
     # and the runtime (onnxruntime-gpu instead where CUDA is present)
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"],

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from clip_dinoiser_ros.cli.eval import build_parser, evaluate
+from clip_dinoiser_ros.cli.node_options import parse_node_options
 from clip_dinoiser_ros.distributed import Ranks
 from clip_dinoiser_ros.evaluation.benchmarks import benchmarks
 from clip_dinoiser_ros.evaluation.protocol import predict
@@ -58,7 +59,7 @@ def main() -> None:
     options = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     voc_tree(root / "data", options.images)
-    args = build_parser().parse_args(["--dataset", "voc", "--root", str(root / "data"), "--out", str(root / "out"),
+    args = parse_node_options(build_parser(), ["--dataset", "voc", "--root", str(root / "data"), "--out", str(root / "out"),
                                       "--random-weights", "--clip-model", options.model])
     torch.manual_seed(0)
     engine = ClipDinoiser(random_clip(options.model), None)

@@ -16,7 +16,7 @@ PACKAGE = "clip_dinoiser_ros"
 EXTRAS: dict[str, dict[str, str]] = {
     "train": {"timm": "timm", "matplotlib": "matplotlib"},
     "eval": {"matplotlib": "matplotlib"},
-    "demo": {"skimage": "scikit-image", "yaml": "PyYAML"},
+    "demo": {"skimage": "scikit-image"},
     "onnx": {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript"},
 }
 

@@ -4,14 +4,17 @@ Predictions are the engine's on a camera topic, or masks already in the bag (rec
 node: no model is loaded). A mask's values are mapped to ground-truth ids through the camera's
 vision_msgs/LabelInfo in effect for it (the latest stamped at or before the mask: the node stamps a new
 class map with the first mask made with it), else taken as the classes file's prompt order. A mask id
-that its class map does not define is an error, not a silent "no class".
-Frames without ground truth, and ground truth without a frame, are counted and reported.
+that its class map does not define is an error, not a silent "no class"; without a classes file the
+classes are those the LabelInfo messages name (enough for the temporal consistency, which needs no ground truth).
+Frames without ground truth, ground truth without a frame, and masks without their camera image (no TC for
+them) are counted and reported. Memory does not grow with the bag: ground truth is read alongside the
+predictions, by stamp, within a window (GroundTruthWindow); camera images wait for their masks by stamp age.
 """
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -30,7 +33,8 @@ from .reading import check_topics, messages, mono_labels, open_bag, to_rgb
 NO_CLASS = -1  # a prediction that is none of the ground-truth classes (the confusion's last column)
 LABEL_INFO = "vision_msgs/msg/LabelInfo"
 MASK_TYPES = ("sensor_msgs/msg/Image",)
-IMAGES_KEPT = 64  # camera images waiting for the mask of the same stamp (the node publishes it right after)
+IMAGE_AGE_S = 10.0  # a camera image waits this long (by stamp) for its mask: the node's latency, with margin
+GROUND_TRUTH_WINDOW_S = 1.0  # how far (by stamp) ground truth is read ahead of, and kept behind, the predictions
 
 
 def read_classes(path: Path) -> list[list[str]]:
@@ -75,6 +79,7 @@ class EvalResult:
     unmatched_labels: int = 0
     frames: int = 0
     temporal: list[tuple[float, float]] = field(default_factory=list)  # (time s, TC of the pair ending there)
+    without_image: int = 0  # with ``temporal``: predictions whose camera image was not found (no TC for them)
 
 
 def engine_predictions(bag: Path, topic: str, segment: Callable[[np.ndarray], np.ndarray],
@@ -101,6 +106,19 @@ class ClassMap:
 
     stamp: int
     lookup: np.ndarray
+
+
+def recorded_classes(bag: Path, mask_topic: str) -> list[list[str]]:
+    """Every class the mask topic's LabelInfo messages name, in order of first appearance: the classes when no
+    classes file is given (a BagError when the bag has no LabelInfo beside the masks)."""
+    info_topic = mask_topic.rsplit("/", 1)[0] + "/label_info"
+    with open_bag(bag) as reader:
+        if {c.topic: c.msgtype for c in reader.connections}.get(info_topic) != LABEL_INFO:
+            raise BagError(f"{bag}: no {info_topic} (vision_msgs/LabelInfo) names the classes of {mask_topic}: "
+                           "give --classes")
+        names = {c.class_name.casefold(): c.class_name for item in messages(reader, [info_topic])
+                 for c in item.message.class_map}
+    return [[name] for name in names.values()]
 
 
 def class_maps(reader, info_topic: str, classes: Sequence[Sequence[str]]) -> list[ClassMap]:
@@ -144,23 +162,80 @@ def mask_predictions(bag: Path, topic: str, classes: Sequence[Sequence[str]],
             tqdm.write(f"note: no {info_topic} in the bag; mask values are taken as the --classes prompts in order")
             maps = [ClassMap(-1, prompts_and_lookup(classes)[1])]
         stamps = [entry.stamp for entry in maps]
-        images: dict[int, np.ndarray] = {}  # recent camera images by stamp, until their mask comes
+        images: dict[int, np.ndarray] = {}  # camera images by stamp, until their mask comes
         for item in messages(reader, [topic] + ([image_topic] if image_topic else [])):
             stamp = stamp_ns(item.message)
             if item.topic == image_topic:
                 images[stamp] = cv2.cvtColor(to_rgb(item), cv2.COLOR_RGB2GRAY)
-                while len(images) > IMAGES_KEPT:
-                    images.pop(next(iter(images)))
+                _forget(images, stamp - round(IMAGE_AGE_S * 1e9))  # their masks never came
                 continue
             lookup = in_effect(maps, stamps, stamp, topic).lookup
             labels = checked_ids(mono_labels(item), len(lookup), stamp, topic)
-            yield Prediction(stamp, to_ground_truth_ids(labels, lookup), images.pop(stamp, None))
+            image = images.pop(stamp, None)
+            _forget(images, stamp)  # a camera's masks come in stamp order: frames the node skipped get none
+            yield Prediction(stamp, to_ground_truth_ids(labels, lookup), image)
 
 
-def topic_ground_truth(bag: Path, topic: str) -> dict[int, np.ndarray]:
-    with open_bag(bag) as reader:
+def _forget(images: dict[int, np.ndarray], before: int) -> None:
+    for stamp in [stamp for stamp in images if stamp < before]:
+        del images[stamp]
+
+
+class GroundTruthWindow:
+    """A bag's ground-truth topic, read by stamp alongside the predictions (both in their stamp order).
+
+    Images are read ahead only until one is stamped ``window_s`` past the prediction asked for, and dropped
+    (as ground truth without a frame) once the predictions are ``window_s`` past them: memory holds about
+    two windows of ground truth, whatever the bag's length. ``peak``: the most images held at once."""
+
+    def __init__(self, bag: Path, topic: str, window_s: float = GROUND_TRUTH_WINDOW_S) -> None:
+        self._window = round(window_s * 1e9)
+        self._stack = ExitStack()
+        reader = self._stack.enter_context(open_bag(bag))
         check_topics(reader, [topic], MASK_TYPES)
-        return {stamp_ns(item.message): mono_labels(item) for item in messages(reader, [topic])}
+        self._unread: Optional[Iterator] = messages(reader, [topic])
+        self._held: dict[int, np.ndarray] = {}
+        self._newest: Optional[int] = None
+        self.dropped = 0
+        self.peak = 0
+
+    def take(self, stamp: int) -> Optional[np.ndarray]:
+        """The ground truth stamped ``stamp``, or None."""
+        while self._unread is not None and (self._newest is None or self._newest <= stamp + self._window):
+            item = next(self._unread, None)
+            if item is None:
+                self._unread = None
+                break
+            truth = stamp_ns(item.message)
+            self._newest = truth if self._newest is None else max(self._newest, truth)
+            if truth < stamp - self._window:  # the predictions are past it already
+                self.dropped += 1
+                continue
+            self.dropped += truth in self._held  # a repeated stamp: the later image is the one matched
+            self._held[truth] = mono_labels(item)
+            self.peak = max(self.peak, len(self._held))
+        found = self._held.pop(stamp, None)
+        passed = [truth for truth in self._held if truth < stamp - self._window]
+        for truth in passed:
+            del self._held[truth]
+        self.dropped += len(passed)
+        return found
+
+    def unmatched(self) -> int:
+        """Ground truth no prediction matched: dropped, still held, or never read (read now, and not kept)."""
+        rest = sum(1 for _ in self._unread) if self._unread is not None else 0
+        self._unread = None
+        return self.dropped + len(self._held) + rest
+
+    def close(self) -> None:
+        self._held.clear()
+        self._stack.close()
+
+    def __enter__(self) -> GroundTruthWindow:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
 
 def read_label_file(path: Path) -> np.ndarray:
@@ -171,10 +246,11 @@ def read_label_file(path: Path) -> np.ndarray:
 
 
 def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: int, *,
-             label_topic: Optional[dict[int, np.ndarray]] = None, label_files: Optional[list[Path]] = None,
+             label_topic: Optional[GroundTruthWindow] = None, label_files: Optional[list[Path]] = None,
              total: Optional[int] = None, temporal: bool = False, progress: Optional[tqdm] = None) -> EvalResult:
     """Accumulate the confusion against at most one of ``label_topic`` (by stamp) and ``label_files`` (by
-    order), and with ``temporal`` the consistency of consecutive predictions (their images' optical flow)."""
+    order), and with ``temporal`` the consistency of consecutive predictions (their images' optical flow;
+    a prediction without its image is counted in ``without_image``)."""
     confusion = ConfusionMatrix(num_classes)
     result = EvalResult(confusion.matrix)
     consistency = TemporalConsistency(num_classes) if temporal else None
@@ -185,7 +261,9 @@ def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: 
             progress.update()
             result.frames += 1
             first = prediction.stamp if first is None else first
-            if consistency is not None and prediction.grey is not None:
+            if consistency is not None and prediction.grey is None:
+                result.without_image += 1
+            elif consistency is not None:
                 pair = consistency.add(prediction.grey, np.where(prediction.labels < 0, OUTSIDE, prediction.labels))
                 if pair is not None:
                     result.temporal.append(((prediction.stamp - first) / 1e9, pair))
@@ -196,7 +274,7 @@ def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: 
                     raise BagError(f"label/frame mismatch: more frames than the {len(label_files)} label files")
                 truth = read_label_file(label_files[index])
             else:
-                truth = label_topic.pop(prediction.stamp, None)
+                truth = label_topic.take(prediction.stamp)
                 if truth is None:
                     result.unmatched_predictions += 1
                     continue
@@ -209,6 +287,6 @@ def evaluate(predictions: Iterator[Prediction], num_classes: int, ignore_index: 
             progress.set_postfix(mIoU=f"{100 * scores(confusion.matrix).miou:.1f}")
     if label_files is not None and result.matched != len(label_files):
         raise BagError(f"label/frame mismatch: {result.matched} frames but {len(label_files)} label files")
-    result.unmatched_labels = len(label_topic) if label_topic is not None else 0
+    result.unmatched_labels = label_topic.unmatched() if label_topic is not None else 0
     result.matrix = confusion.matrix
     return result

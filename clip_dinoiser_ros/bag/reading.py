@@ -62,14 +62,30 @@ def check_topics(reader: AnyReader, topics: Sequence[str], accepted: Sequence[st
 
 
 def messages(reader: AnyReader, topics: Sequence[str]) -> Iterator[BagMessage]:
-    """The topics' messages in recorded order; a message that cannot be decoded is a BagError."""
+    """The topics' messages in recorded order; a message that cannot be read or decoded is a BagError."""
     connections = [c for c in reader.connections if c.topic in topics]
-    for connection, timestamp, raw in reader.messages(connections=connections):
+    for connection, timestamp, raw in _records(reader, connections):
         try:
             message = reader.deserialize(raw, connection.msgtype)
         except Exception as error:  # rosbags raises several kinds for a damaged record
             raise BagError(f"{connection.topic} at {timestamp} ns: cannot decode the message: {error}") from error
         yield BagMessage(connection.topic, connection.msgtype, timestamp, message, raw)
+
+
+def _records(reader: AnyReader, connections: list) -> Iterator[tuple[Any, int, bytes]]:
+    """rosbags' records, its errors for a damaged file (several kinds, storage by storage) as a BagError."""
+    records = reader.messages(connections=connections)
+    last = None
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except Exception as error:
+            where = f"after {last} ns" if last is not None else "at its first message"
+            raise BagError(f"{reader.paths[0]}: cannot read on {where}: {type(error).__name__}: {error}") from error
+        last = record[1]
+        yield record
 
 
 def is_rosbag2(reader: AnyReader) -> bool:

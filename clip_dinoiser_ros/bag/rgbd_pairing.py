@@ -4,7 +4,9 @@ The same message_filters synchronizer as the node (``sync: exact``, ``queue_size
 over the bag's messages in order. A colour frame waits until its pair is complete, or, as the node's
 ``sync_wait_s``, until a message logged more than ``wait_s`` after it comes (or ``queue_size`` newer frames of
 its camera: its depth is not in the bag); then it goes alone. Frames leave in their arrival order, so the
-output bag's masks keep the input's order whatever the recorder's interleaving of the three topics.
+output bag's masks keep the input's order whatever the recorder's interleaving of the three topics. Colour
+frames sharing a stamp (a driver fault) all wait and all leave: the pair message_filters makes for that
+stamp goes to each of them still waiting, and ``duplicates`` counts them.
 """
 from __future__ import annotations
 
@@ -32,10 +34,12 @@ class CameraInputs:
 
 @dataclass(frozen=True)
 class PairingOptions:
-    """The node's sync_wait_s and sync_queue_size, for recorded frames."""
+    """The node's sync_wait_s, sync_queue_size, sync and sync_slop_s, for recorded frames."""
 
     wait_s: float
     queue_size: int
+    sync: str = "exact"  # or "approximate": stamps within slop_s
+    slop_s: float = 0.02
 
 
 @dataclass
@@ -55,7 +59,8 @@ class _Camera:
     colour: message_filters.SimpleFilter = field(default_factory=message_filters.SimpleFilter)
     depth: message_filters.SimpleFilter = field(default_factory=message_filters.SimpleFilter)
     info: message_filters.SimpleFilter = field(default_factory=message_filters.SimpleFilter)
-    pending: "OrderedDict[int, PairedFrame]" = field(default_factory=OrderedDict)
+    pending: "OrderedDict[int, PairedFrame]" = field(default_factory=OrderedDict)  # by arrival number
+    stamps: set[int] = field(default_factory=set)  # every colour stamp seen, for counting duplicates
     latest_info: Optional[CameraInfo] = None
 
 
@@ -64,13 +69,17 @@ class BagPairing:
         self._options = options
         self._cameras = {camera.colour: _Camera(camera) for camera in cameras}
         self._by_topic: dict[str, tuple[_Camera, str]] = {}
+        self._arrivals = 0
+        self.duplicates = 0  # colour frames whose stamp an earlier frame of their camera had
         for camera in self._cameras.values():
             self._by_topic[camera.inputs.colour] = (camera, "colour")
             self._by_topic[camera.inputs.camera_info] = (camera, "info")
             if camera.inputs.depth:
                 self._by_topic[camera.inputs.depth] = (camera, "depth")
-                synchronizer = message_filters.TimeSynchronizer([camera.colour, camera.depth, camera.info],
-                                                                options.queue_size)
+                inputs = [camera.colour, camera.depth, camera.info]
+                synchronizer = (message_filters.TimeSynchronizer(inputs, options.queue_size) if options.sync == "exact"
+                                else message_filters.ApproximateTimeSynchronizer(inputs, options.queue_size,
+                                                                                 options.slop_s))
                 synchronizer.registerCallback(lambda colour, depth, info, c=camera: self._paired(c, colour, depth, info))
 
     def topics(self) -> list[str]:
@@ -94,9 +103,13 @@ class BagPairing:
         segmented); the frames now ready."""
         camera, _ = self._by_topic[topic]
         frame = PairedFrame(item, header, logged_ns, camera_info=camera.latest_info)
+        stamp = stamp_ns(frame)
+        self.duplicates += stamp in camera.stamps
+        camera.stamps.add(stamp)
         if not camera.inputs.depth or not pairable(frame):
             return [*self._ready(camera, flush=True, now_ns=logged_ns), frame]
-        camera.pending[stamp_ns(frame)] = frame
+        self._arrivals += 1
+        camera.pending[self._arrivals] = frame
         camera.colour.signalMessage(frame)
         return self._ready(camera, flush=False, now_ns=logged_ns)
 
@@ -105,17 +118,18 @@ class BagPairing:
         return [frame for camera in self._cameras.values() for frame in self._ready(camera, flush=True, now_ns=0)]
 
     def _paired(self, camera: _Camera, colour: PairedFrame, depth: Image, info: CameraInfo) -> None:
-        frame = camera.pending.get(stamp_ns(colour))  # None once it has left alone
-        if frame is not None:
-            frame.depth, frame.camera_info = depth, info
+        stamp = stamp_ns(colour)  # the frames of that stamp still waiting (none once they have left alone)
+        for frame in camera.pending.values():
+            if frame.depth is None and stamp_ns(frame) == stamp:
+                frame.depth, frame.camera_info = depth, info
 
     def _ready(self, camera: _Camera, flush: bool, now_ns: int) -> list[PairedFrame]:
         ready = []
         wait_ns = round(self._options.wait_s * 1e9)
         while camera.pending:
-            stamp, frame = next(iter(camera.pending.items()))
+            arrival, frame = next(iter(camera.pending.items()))
             waited = now_ns - frame.logged_ns > wait_ns
             if not (flush or frame.depth is not None or waited or len(camera.pending) > self._options.queue_size):
                 break
-            ready.append(camera.pending.pop(stamp))
+            ready.append(camera.pending.pop(arrival))
         return ready

@@ -49,9 +49,10 @@ class SegmentOptions:
 
 @dataclass(frozen=True)
 class SegmentResult:
-    frames: int
-    total: int
-    interrupted: bool
+    frames: int  # colour frames segmented: every one of the bag's unless interrupted
+    total: int  # the bag's colour frames, as its index counts them
+    interrupted: bool  # a stop was requested before the bag's end, and nothing else
+    duplicates: int = 0  # frames whose stamp an earlier frame of their camera had (segmented all the same)
 
 
 def _frame_count(reader, cameras: Sequence[str]) -> int:
@@ -123,8 +124,10 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                     frames += 1
                     progress.update()
 
+            interrupted = False
             for item in messages(reader, [*cameras, *copied]):
                 if stop.is_set():
+                    interrupted = True
                     break
                 if copy_raw:
                     writer.write_serialized(item.topic, item.msgtype, item.raw, item.timestamp)
@@ -135,9 +138,15 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                     segment(pairing.add_colour(item.topic, header, item, item.timestamp))
                 elif item.topic in paired:
                     segment(pairing.add(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp))
-            if not stop.is_set():
+            if not interrupted:
                 segment(pairing.flush())
-        return SegmentResult(frames, total, frames < total)
+                if frames != total:  # raised inside the writer: the output is removed
+                    raise BagError(f"{bag}: {frames} of the {total} frames its index counts on {', '.join(cameras)} "
+                                   "could be read: the bag is damaged")
+        if pairing.duplicates:
+            tqdm.write(f"note: {bag}: {pairing.duplicates} frame(s) share their stamp with an earlier frame of their "
+                       "camera; each was segmented (the output has a mask per input image)")
+        return SegmentResult(frames, total, interrupted, pairing.duplicates)
 
 
 def _segment_one(frame: PairedFrame, pipeline: FramePipeline, active: VersionedVocabulary, options: SegmentOptions,

@@ -15,9 +15,12 @@ from typing import Optional, Sequence
 
 from clip_dinoiser_ros.bag.errors import BagError
 from clip_dinoiser_ros.bag.writing import STORAGES, prepare_output
-from clip_dinoiser_ros.ros.parameters import SPECS, ParameterSpec
+from clip_dinoiser_ros.cli.node_options import (ENGINE, FRAME, OUTPUT, RGBD, add_node_options, add_params_file_option,
+                                                parse_node_options)
 
 INTERRUPTED = 130
+# The node's cameras and vocabulary: --image-topics (or --topic per camera) and --prompts, as in its params file.
+SEGMENT_INPUTS = ("image_topics", "prompts", "max_prompts", "max_prompt_length")
 
 
 def add_storage(parser: argparse.ArgumentParser) -> None:
@@ -37,29 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment = commands.add_parser("segment", help="run the engine on bags' cameras, write the node's topics")
     add_bags(segment, "one output bag per input bag: --out itself for a single bag, else under --out with the "
                       "input's relative name")
-    segment.add_argument("--topic", action="append", required=True, dest="topics",
-                         help="an image topic (raw or compressed); repeat for several cameras")
-    segment.add_argument("--depth-topic", action="append", default=[], dest="depth_topics",
-                         help="the depth registered to the n-th --topic (16UC1 mm or 32FC1 m; '' for none): "
-                              "adds segmentation/points, camera_info and detections_3d")
-    segment.add_argument("--camera-info-topic", action="append", default=[], dest="camera_info_topics",
-                         help="the camera_info of the n-th --topic (default: its sibling <namespace>/camera_info)")
-    for name, flag in (("sync_wait_s", "--sync-wait-s"), ("sync_queue_size", "--sync-queue-size"),
-                       ("depth_scale", "--depth-scale")):
-        spec = SPECS[name]
-        segment.add_argument(flag, type=parameter_value(spec), default=spec.default,
-                             help=f"as the node's {name}: {spec.description} (default {spec.default})")
-    segment.add_argument("--prompts", nargs="+", required=True, help="class names; class i gets mask value i")
     segment.add_argument("--out", type=Path, required=True,
                          help="the rosbag2 folder to write; with several bags, the folder of their outputs")
     segment.add_argument("--resume", action="store_true",
                          help="skip output bags finished with the same weights and settings; redo the rest")
     segment.add_argument("--overlay", action="store_true", help="also write segmentation/overlay")
-    segment.add_argument("--confidence-threshold", type=float, default=SPECS["confidence_threshold"].default)
-    segment.add_argument("--confidence-encoding", choices=SPECS["confidence_encoding"].choices,
-                         default=SPECS["confidence_encoding"].default)
     add_storage(segment)
-    add_model_arguments(segment)
+    add_params_file_option(segment)
+    add_node_options(segment, SEGMENT_INPUTS + ENGINE + FRAME + OUTPUT + RGBD)
 
     play = commands.add_parser("play", help="publish a bag live at its recorded rate")
     play.add_argument("bag", type=Path)
@@ -98,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     truth = evaluate.add_mutually_exclusive_group()
     truth.add_argument("--labels", type=Path, help="ground truth files, one per frame in frame order")
     truth.add_argument("--label-topic", help="ground truth mono8/mono16 topic, matched by header stamp")
-    evaluate.add_argument("--classes", type=Path, required=True,
-                          help="one line per ground-truth id: its prompt, synonyms separated by commas")
+    evaluate.add_argument("--classes", type=Path,
+                          help="one line per ground-truth id: its prompt, synonyms separated by commas (needed "
+                               "but for --mask-topic --temporal without ground truth: the bag's label_info names them)")
     evaluate.add_argument("--temporal", action="store_true",
                           help="also the temporal consistency (VSPW's TC: the previous mask warped along dense "
                                "optical flow, mIoU with the current one); needs no ground truth")
@@ -107,23 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ignore-index", type=int, default=255)
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the reports")
     evaluate.add_argument("--overwrite", action="store_true")
-    add_model_arguments(evaluate)
+    add_model_arguments(evaluate, ENGINE + FRAME)
     return parser
-
-
-def parameter_value(spec: ParameterSpec):
-    """An argparse type that refuses what the node's parameter refuses, with the node's words."""
-    def value(text: str):
-        try:
-            parsed = int(text) if spec.kind == "integer" else float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if spec.kind == 'integer' else 'a number'}")
-        problem = spec.problem(parsed)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return spec.normalise(parsed)
-
-    return value
 
 
 def add_bags(parser: argparse.ArgumentParser, outputs: str) -> None:
@@ -133,7 +107,7 @@ def add_bags(parser: argparse.ArgumentParser, outputs: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_node_options(build_parser(), argv)
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -171,6 +145,7 @@ def run_info(args: argparse.Namespace, stop: threading.Event) -> int:
 def run_segment(args: argparse.Namespace, stop: threading.Event) -> int:
     from clip_dinoiser_ros.cli.bag_fleet import run_segment as segment_bags
 
+    args.topics = args.image_topics  # the bags' camera topics, by the node's image_topics
     return segment_bags(args, stop, load_engine)
 
 

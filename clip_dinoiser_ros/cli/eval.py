@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from clip_dinoiser_ros.cli.node_options import ENGINE, parse_node_options
 from clip_dinoiser_ros.cli.model_options import SetupError, add_model_arguments, build_engine, check_model_arguments
 from clip_dinoiser_ros.evaluation import ConfusionMatrix, scores, write_reports
 from clip_dinoiser_ros.evaluation.benchmarks import IGNORE_INDEX, Benchmark, benchmarks, read_ground_truth, samples
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="only the first N images of each set")
     parser.add_argument("--resume", action="store_true", help="skip images already in --out's cache")
     parser.add_argument("--out", type=Path, default=Path("eval-results"))
-    add_model_arguments(parser)
+    add_model_arguments(parser, ENGINE)  # mode, short side and background: the paper's protocol
     parser.set_defaults(prompts=["placeholder"])  # the classes come from each benchmark
     return parser
 
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def model_fingerprint(args: argparse.Namespace) -> str:
     """The cache's key for the model: --resume never mixes rows that other weights or settings made."""
     settings = {name: str(getattr(args, name)) for name in
-                ("clip_model", "clip_pretrained", "heads", "random_weights", "precision", "device")}
+                ("clip_model", "clip_pretrained", "heads", "random_weights", "precision", "device", "backend",
+                 "templates", "gamma", "delta")}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -94,7 +96,7 @@ def table_row(benchmark: Benchmark, miou: float) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_node_options(build_parser(), argv)
     if (missing := missing_extra("eval")) is not None:  # before any work, not hours into it
         print(f"error: {missing}", file=sys.stderr)
         return 2

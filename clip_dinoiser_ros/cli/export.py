@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from clip_dinoiser_ros.cli.node_options import GRAPH, parse_node_options
 from clip_dinoiser_ros.cli.model_options import SetupError, add_model_arguments, load_engine
 from clip_dinoiser_ros.extras import missing_extra
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", nargs="+", help="also write these classes' text embeddings (OUT.text.npy, "
                         "float32 (S, E)) and their classes (OUT.classes.json): the graph's second input, for a "
                         "runtime without PyTorch")
-    add_model_arguments(parser)
+    add_model_arguments(parser, GRAPH)
     return parser
 
 
@@ -98,7 +99,7 @@ def write_vocabulary(engine, prompts: Sequence[str], onnx_path: Path) -> dict[st
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_node_options(build_parser(), argv)
     missing = missing_extra("onnx")
     if missing:
         print(f"error: {missing}", file=sys.stderr)

@@ -9,12 +9,10 @@ import argparse
 import sys
 import time
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from clip_dinoiser_ros.model.choices import BACKENDS, DEFAULT_MODEL, DEFAULT_PRETRAINED, MODES, PRECISIONS
-from clip_dinoiser_ros.model.heads_download import PUBLISHED
-from clip_dinoiser_ros.model.onnx_providers import SYNTAX as PROVIDER_OPTIONS_SYNTAX
-from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS, parse_prompts
+from clip_dinoiser_ros.cli.node_options import ENGINE, FRAME, add_node_options
+from clip_dinoiser_ros.model.vocabulary import parse_prompts
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE
 
 if TYPE_CHECKING:
@@ -31,38 +29,9 @@ class SetupError(Exception):
     """A problem that stops the whole run before any image is processed (exit code 2)."""
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument(
-        "--heads",
-        default=PUBLISHED,
-        help="heads checkpoint: 'published' (default: the paper's checkpoints/last.pt, downloaded once and "
-        "cached), an http(s) URL (downloaded once and cached), or a local file",
-    )
-    weights.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="random CLIP and heads, to check plumbing and timing only: the output means nothing",
-    )
-    parser.add_argument("--mode", choices=MODES, default="whole", help="one pass, or the paper's sliding windows")
-    parser.add_argument("--short-side", type=int, default=448, help="resize so the short side has this size")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="ViT and heads: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="what runs the per-frame graph: torch, or onnxruntime (fp32; an ONNX export per input "
-                        "size, made on first use and cached; TensorRT, then CUDA, then the CPU)")
-    parser.add_argument("--onnx-provider-options", default="", metavar="KEY=VALUE,...",
-                        help=f"--backend onnxruntime: TensorRT/CUDA options, {PROVIDER_OPTIONS_SYNTAX}; the defaults: "
-                        "TensorRT fp16, engine and timing caches in the user cache, the engine's CUDA device")
-    parser.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip model name")
-    parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED, help="open_clip tag or a local weights file")
-    parser.add_argument(
-        "--background",
-        choices=tuple(BACKGROUND_SETTINGS),
-        default="auto",
-        help="background filtering; auto: on when the first prompt is 'background'",
-    )
+def add_model_arguments(parser: argparse.ArgumentParser, names: Sequence[str] = ENGINE + FRAME) -> None:
+    """The node's engine (and frame) parameters as options: the same names, defaults and refusals."""
+    add_node_options(parser, names, "the engine (the node's parameters)")
 
 
 def check_model_arguments(args: argparse.Namespace) -> None:
@@ -103,10 +72,8 @@ def load_engine(args: argparse.Namespace) -> ClipDinoiser:
     from clip_dinoiser_ros.model import CheckpointError, WeightsUnavailableError
     from clip_dinoiser_ros.model.build import EngineSettings, build_engine as build
 
-    settings = EngineSettings(device=args.device, precision=args.precision, clip_model=args.clip_model,
-                              clip_pretrained=args.clip_pretrained, heads=args.heads or "",
-                              random_weights=args.random_weights, backend=args.backend,
-                              onnx_provider_options=args.onnx_provider_options)
+    settings = EngineSettings(**{name: getattr(args, name) for name in EngineSettings.__dataclass_fields__
+                                 if hasattr(args, name)})  # as the node builds it; export runs no backend
     try:
         engine = build(settings)
     except CheckpointError as error:
@@ -118,6 +85,6 @@ def load_engine(args: argparse.Namespace) -> ClipDinoiser:
         option = {"precision": "--precision: ", "device": "--device: ",
                   "onnx_provider_options": "--onnx-provider-options: "}.get(str(error).split(" ", 1)[0], "")
         raise SetupError(f"{option}{error}") from error
-    if args.short_side < engine.patch_size:
+    if getattr(args, "short_side", engine.patch_size) < engine.patch_size:  # eval: the paper's protocol sets it
         raise SetupError(f"--short-side {args.short_side} is smaller than the patch size {engine.patch_size}")
     return engine

@@ -25,6 +25,7 @@ from clip_dinoiser_ros.cli.model_options import (
     build_engine,
     check_model_arguments,
 )
+from clip_dinoiser_ros.cli.node_options import parse_node_options
 from clip_dinoiser_ros.model import CheckpointError, ClipDinoiser, Segmentation
 from clip_dinoiser_ros.model.vocabulary import BACKGROUND_SETTINGS
 from clip_dinoiser_ros.visualization import RANDOM_NOTICE, RANDOM_STAMP, class_palette, draw_stamp, overlay
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse_node_options(parser, argv)
     if args.random_weights:
         print(RANDOM_NOTICE, file=sys.stderr)
     try:
