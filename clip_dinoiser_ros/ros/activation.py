@@ -234,7 +234,7 @@ class Activation:
                     return
                 continue
             try:
-                self._process(frames, settings)
+                self._process(frames, self._settings())  # as they are now: a change made during the wait applies
             except Exception as error:  # the worker must outlive any frame
                 if self._stopped or not self._node.context.ok():
                     return  # stopping: publishers are gone, nothing to report
