@@ -22,6 +22,11 @@ from ros_harness import NodeProcess, running_node, wait_until
 
 RGBD = Path(__file__).resolve().parents[2] / "shared" / "data" / "rgbd"
 FX, CX, CY = 525.0, 319.5, 239.5  # ../shared/data/rgbd/camera_primesense.json
+# The real frame's camera as a calibrated driver describes it: the images are rectified, so P (fx 518.2,
+# cx 322.1, cy 236.8) describes them, while K is the raw lens's, 6 % off, with plumb_bob distortion.
+K_FX, K_CX, K_CY = 549.3, 308.6, 247.1
+P_REAL = (FX * 0.987, 0.0, CX + 2.6, 0.0, 0.0, FX * 0.987, CY - 2.7, 0.0, 0.0, 0.0, 1.0, 0.0)
+DISTORTION = (0.041, -0.087, 0.0011, -0.0006, 0.0)
 NODE = "/clip_dinoiser"
 CAMERAS = {  # name: (depth topic, how its inputs are made)
     "real": "/real/depth/image_raw",
@@ -73,11 +78,14 @@ class Sender:
         self.depth = self.node.create_publisher(Image, CAMERAS[name], qos_profile_sensor_data)
         self.info = self.node.create_publisher(CameraInfo, f"/{name}/color/camera_info", qos_profile_sensor_data)
 
-    def send(self, rgb, depth=None, info=True, depth_offset_ns=0, fx=FX, cx=CX, cy=CY, negative=False):
+    def send(self, rgb, depth=None, info=True, depth_offset_ns=0, fx=FX, cx=CX, cy=CY, negative=False,
+             calibration=None):
         colour = rgb_message(rgb, "colour_optical")
         if negative:
             colour.header.stamp.sec = -colour.header.stamp.sec
-        if info:
+        if calibration is not None:
+            self.info.publish(calibration(colour.header))
+        elif info:
             self.info.publish(camera_info_message(colour.header, rgb.shape[1], rgb.shape[0], fx=fx, cx=cx, cy=cy))
         if depth is not None:
             message = depth_message(depth, colour.header, "depth_optical")
@@ -117,16 +125,21 @@ def fields(cloud):
     return {name: points[name].reshape(cloud.height, cloud.width) for name in points.dtype.names}
 
 
-def back_projection(metres, fx, cx, cy):
+def back_projection(metres, fx, cx, cy, fy=None):
     v, u = np.mgrid[0:metres.shape[0], 0:metres.shape[1]].astype(np.float64)
-    return np.stack([(u - cx) * metres / fx, (v - cy) * metres / fx, metres], axis=-1)
+    return np.stack([(u - cx) * metres / fx, (v - cy) * metres / (fy or fx), metres], axis=-1)
+
+
+def calibrated(header):
+    """The real frame's camera_info from a calibrated, rectifying driver: K != P, distortion non-zero."""
+    return camera_info_message(header, 640, 480, fx=K_FX, cx=K_CX, cy=K_CY, p=P_REAL, d=DISTORTION)
 
 
 def test_real_rgbd_frame_gives_the_back_projected_labelled_cloud(node, probe, real_frame):
     rgb, depth = real_frame
     sender = Sender(probe, "real")
     try:
-        got = first_complete(probe, node, lambda: sender.send(rgb, depth), {
+        got = first_complete(probe, node, lambda: sender.send(rgb, depth, calibration=calibrated), {
             "mask": (output("real", "mask"), Image), "points": (output("real", "points"), PointCloud2),
             "camera_info": (output("real", "camera_info"), CameraInfo),
             "detections": (output("real", "detections"), Detection2DArray),
@@ -138,7 +151,8 @@ def test_real_rgbd_frame_gives_the_back_projected_labelled_cloud(node, probe, re
     assert cloud.header.stamp == mask.header.stamp and cloud.header.frame_id == "depth_optical"
     warning = "the depth's frame_id 'depth_optical' is not the colour image's 'colour_optical'"
     assert node.log().count(warning) == 1  # said once per activation, though every frame has it
-    assert got["camera_info"].header == mask.header and list(got["camera_info"].k)[:3] == [FX, 0.0, CX]
+    assert got["camera_info"].header == mask.header
+    np.testing.assert_allclose(got["camera_info"].p, P_REAL, rtol=1e-9)  # the mask's size is the frame's
     assert got["detections"].header == mask.header
     assert got["detections_3d"].header.stamp == mask.header.stamp
     assert got["detections_3d"].header.frame_id == "depth_optical"
@@ -147,7 +161,11 @@ def test_real_rgbd_frame_gives_the_back_projected_labelled_cloud(node, probe, re
     valid = depth > 0
     assert valid.mean() > 0.5 and (~valid).any()
     assert (np.isfinite(xyz).all(axis=-1) == valid).all()  # NaN exactly where there is no depth
-    np.testing.assert_allclose(xyz[valid], back_projection(depth / 1000.0, FX, CX, CY)[valid], rtol=1e-6, atol=1e-6)
+    fx, cx, fy, cy = P_REAL[0], P_REAL[2], P_REAL[5], P_REAL[6]  # image_geometry's fx(), cx(), fy(), cy()
+    expected = back_projection(depth / 1000.0, fx, cx, cy, fy)
+    np.testing.assert_allclose(xyz[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    with_k = back_projection(depth / 1000.0, K_FX, K_CX, K_CY)
+    assert np.abs(with_k[valid] - xyz[valid]).max() > 0.05  # K would have put points elsewhere
     labels = np.frombuffer(bytes(mask.data), np.uint8).reshape(480, 640)
     assert (values["label"] == labels).all()  # no threshold: every pixel has a class
     region_pixels = sum(d.bbox.size_x * d.bbox.size_y for d in got["detections"].detections)
