@@ -218,7 +218,7 @@ def depth_status(probe, name, condition, what, node=NODE, send=None):
 
 
 @pytest.mark.parametrize("name, spoil, message", [
-    ("unpaired", dict(depth_offset_ns=1000), "no depth on /unpaired/depth/image_raw paired"),
+    ("unpaired", dict(depth_offset_ns=1000), "no frame segmented with depth from /unpaired/depth/image_raw"),
     ("no_info", dict(info=False), "no camera_info on /no_info/color/camera_info"),
     ("bad_depth", dict(depth=np.zeros((120, 160), np.uint8)), "depth refused: depth encoding 'mono8' is not supported"),
 ])
@@ -432,7 +432,7 @@ def test_a_silent_camera_and_unpaired_depth_are_warnings_that_clear_when_frames_
             s[depth][0].level == DiagnosticStatus.WARN, "both WARN once the camera is silent")
         assert time.monotonic() - stopped >= WINDOW_S - 1.5  # not before the window (ticks are 1 s apart)
         assert warned[camera][0].message.startswith("no frame for ") and "(since " in warned[camera][0].message
-        assert "no depth on /healthy/aligned_depth_to_color/image_raw paired with a colour frame for" in \
+        assert "no frame segmented with depth from /healthy/aligned_depth_to_color/image_raw for" in \
             warned[depth][0].message
         driver.start()
         diagnostics_values(probe, driven, [camera, depth], lambda s: s[camera][0].level == DiagnosticStatus.OK and

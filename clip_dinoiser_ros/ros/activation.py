@@ -125,7 +125,7 @@ class Activation:
                 qos = copy.copy(LABEL_INFO_QOS if name == "label_info" else OUTPUT_QOS)  # overrides change it
                 camera.publishers[name] = self._node.create_publisher(
                     OUTPUT_TYPES.get(name, Image), topic, qos, qos_overriding_options=overrides)
-        self.sync_class_publishers(self._active())
+        self._sync_class_publishers(self._active())  # at start a failure fails the activation
         self._class_timer = self._node.create_timer(CLASS_TOPIC_PERIOD_S,
                                                     lambda: self.sync_class_publishers(self._active()),
                                                     clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -173,6 +173,15 @@ class Activation:
         return finished
 
     def sync_class_publishers(self, active: VersionedVocabulary) -> None:
+        """``_sync_class_publishers`` from a timer or an executor task: a failure (the graph or a publisher
+        refused while the context shuts down, say) is logged, never raised into the executor."""
+        try:
+            self._sync_class_publishers(active)
+        except Exception as error:
+            self._node.get_logger().error(f"per-class confidence topics not updated: {type(error).__name__}: {error}",
+                                          throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _sync_class_publishers(self, active: VersionedVocabulary) -> None:
         """A confidence/<class> publisher for each class of ``active`` that somebody subscribes to, none for others.
 
         Runs on the executor's thread (a timer, and each new vocabulary). One graph look-up for all the
@@ -220,7 +229,8 @@ class Activation:
         rgbd.on_colour(message)
 
     def _on_pair(self, camera: Camera, colour: Any, depth: Image, info: CameraInfo) -> None:
-        self._mailbox.put(camera.topic, (colour, depth, info), key=stamp_ns(colour))
+        if not self._mailbox.put(camera.topic, (colour, depth, info), key=stamp_ns(colour)):
+            camera.rgbd.health.on_late_pair()  # its colour frame was segmented alone already
 
     def _work(self) -> None:
         mailbox, logger = self._mailbox, self._node.get_logger()

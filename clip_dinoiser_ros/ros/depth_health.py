@@ -1,8 +1,10 @@
-"""A depth camera's pairing health for /diagnostics: pairs made, frames segmented with and without depth,
-refused depth/camera_info, and how long its depth has not paired.
+"""A depth camera's pairing health for /diagnostics: pairs made, pairs that came too late, frames segmented
+with and without depth, refused depth/camera_info, and how long no frame has been segmented with its depth.
 
-WARN while a problem is recent (``WINDOW_S``), and while no depth has paired for longer than that, also
-when no colour frame comes at all: silence is not health. Times are monotonic.
+WARN while a problem is recent (``WINDOW_S``), and while no frame has been segmented with its depth for longer
+than that, also when no colour frame comes at all: silence is not health. A pair that message_filters makes
+after its colour frame went out alone (depth later than ``sync_wait_s``, as a slow aligner sends it) is no
+health either: it is counted as late and the warning says to raise ``sync_wait_s``. Times are monotonic.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .diagnostics import WINDOW_S, diagnostic_status, since
 class DepthHealth:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.pairs = self.paired = self.unpaired = self.refused = 0
+        self.pairs = self.late = self.paired = self.unpaired = self.refused = 0
         self.last_error = ""
         self._started = time.monotonic()
         self._last: dict[str, float] = {}
@@ -42,12 +44,19 @@ class DepthHealth:
             self.pairs += 1
             self._seen("pair")
 
+    def on_late_pair(self) -> None:
+        """A pair came after its colour frame had been segmented alone."""
+        with self._lock:
+            self.late += 1
+            self._seen("late")
+
     def on_frame(self, paired: bool) -> None:
         """A colour frame is segmented, with its depth or alone."""
         with self._lock:
             self._seen("frame")
             if paired:
                 self.paired += 1
+                self._seen("with_depth")
             else:
                 self.unpaired += 1
 
@@ -65,12 +74,17 @@ class DepthHealth:
                 message = f"no camera_info on {info_topic} in the last {WINDOW_S:g} s: masks only, no points"
             elif self._recent("refused"):
                 level, message = DiagnosticStatus.WARN, f"depth or camera_info refused: {self.last_error}"
-            elif self._quiet("pair"):
+            elif self._quiet("with_depth") and self._recent("late"):
                 level = DiagnosticStatus.WARN
-                message = (f"no depth on {depth_topic} paired with a colour frame "
-                           f"{since(self._last.get('pair'), self._started)} (stamps differ, or nothing arrives): "
-                           "masks only, no points")
+                message = (f"depth on {depth_topic} pairs only after its colour frame went out alone ({self.late} "
+                           "late pairs): it comes later than sync_wait_s; raise sync_wait_s")
+            elif self._quiet("with_depth"):
+                level = DiagnosticStatus.WARN
+                message = (f"no frame segmented with depth from {depth_topic} "
+                           f"{since(self._last.get('with_depth'), self._started)} (stamps differ, or nothing "
+                           "arrives): masks only, no points")
             values = {"depth_topic": depth_topic, "camera_info_topic": info_topic, "pairs_made": str(self.pairs),
+                      "pairs_late": str(self.late),
                       "frames_paired": str(self.paired), "frames_unpaired": str(self.unpaired),
                       "depth_refused": str(self.refused), "last_error": self.last_error}
         return diagnostic_status(level, name, message, context.get("device", ""), values)
