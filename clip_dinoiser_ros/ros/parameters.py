@@ -171,7 +171,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "QoS reliability of every input subscription (images, depth, camera_info), set at each activate; "
                   "not a qos_overrides policy of the inputs", REACTIVATE, choices=("best_effort", "reliable")),
     ParameterSpec("depth_topics", [""],
-                  "Depth images registered to each colour camera (16UC1 millimetres or 32FC1 metres), one entry per "
+                  "Depth images registered to each colour camera (16UC1 in depth_scale units, millimetres by "
+                  "default, or 32FC1 metres), one entry per "
                   "image_topics entry, '' for none: the camera then publishes segmentation/points and detections_3d",
                   REACTIVATE, check=_optional_topics_problem,
                   rule="one topic name or '' per image_topics entry, or [''] for no depth at all"),
