@@ -44,3 +44,31 @@ def test_a_camera_whose_depth_never_pairs_warns_after_the_window(monkeypatch):
     health.on_frame(paired=False)
     level, message, _ = status(health)
     assert level == DiagnosticStatus.WARN and "no frame segmented with depth from /cam/depth since the activation" in message
+
+
+def test_a_camera_that_stops_is_not_reported_as_missing_its_camera_info(monkeypatch):
+    """Its last frame is segmented a little after its last camera_info came: that gap is no missing camera_info."""
+    clock = [100.0]
+    monkeypatch.setattr(depth_health.time, "monotonic", lambda: clock[0])
+    health = DepthHealth()
+    for _ in range(10):
+        health.on_camera_info()
+        clock[0] += 0.5  # a slow model: the frame is segmented half a second after its camera_info came
+        health.on_frame(paired=True)
+    clock[0] += depth_health.WINDOW_S - 0.2  # the camera stopped: camera_info is out of the window, the frame not
+    assert "camera_info" not in status(health)[1]
+    clock[0] += 0.4
+    level, message, _ = status(health)
+    assert level == DiagnosticStatus.WARN and "no frame segmented with depth" in message, message
+
+
+def test_frames_without_camera_info_for_a_window_are_reported(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(depth_health.time, "monotonic", lambda: clock[0])
+    health = DepthHealth()
+    health.on_camera_info()
+    for _ in range(30):  # frames keep coming, camera_info stopped
+        clock[0] += 0.2
+        health.on_frame(paired=False)
+    level, message, _ = status(health)
+    assert level == DiagnosticStatus.WARN and "no camera_info on /cam/camera_info" in message, message

@@ -205,7 +205,8 @@ def test_package_xml_and_cmakelists_name_no_ros_distribution():
 
 def test_make_defaults_to_jazzy_in_dot_venv():
     """The LTS is what a plain `make test`/`make demo` sets up (a sourced ROS 2 setup would export ROS_DISTRO)."""
-    environment = {name: value for name, value in os.environ.items() if name != "ROS_DISTRO"}
+    inherited = ("ROS_DISTRO", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # make test ROS_DISTRO=kilted passes it on
+    environment = {name: value for name, value in os.environ.items() if name not in inherited}
     result = subprocess.run(["make", "-n", "-p", "--no-print-directory", "venv"], cwd=REPO, capture_output=True,
                             text=True, timeout=60, env=environment)
     variables = dict(line.split(" := ", 1) for line in result.stdout.splitlines() if " := " in line)

@@ -69,7 +69,9 @@ class DepthHealth:
     def status(self, name: str, depth_topic: str, info_topic: str, context: dict[str, str]) -> DiagnosticStatus:
         with self._lock:
             level, message = DiagnosticStatus.OK, "ok"
-            if self._recent("frame") and not self._recent("camera_info"):
+            # frames kept coming for a whole window after the last camera_info (not: the camera stopped)
+            info_behind = self._last.get("frame", float("-inf")) - self._last.get("camera_info", self._started)
+            if self._recent("frame") and info_behind >= WINDOW_S:
                 level = DiagnosticStatus.WARN
                 message = f"no camera_info on {info_topic} in the last {WINDOW_S:g} s: masks only, no points"
             elif self._recent("refused"):
