@@ -24,7 +24,7 @@ import torch
 from PIL import Image as PILImage
 
 from clip_dinoiser_ros.bag.reading import messages, open_bag, to_rgb
-from clip_dinoiser_ros.bag.rgbd_pairing import PairingOptions
+from clip_dinoiser_ros.pipeline.frame_geometry import PairingOptions
 from clip_dinoiser_ros.bag.segment import SegmentOptions, segment_bag
 from clip_dinoiser_ros.ros.parameters import SPECS
 from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings

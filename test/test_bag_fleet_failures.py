@@ -77,7 +77,7 @@ def test_duplicate_stamps_without_depth_are_segmented_too(tmp_path):
 def test_interrupted_means_a_stop_was_requested(tmp_path, tiny_engine):
     import threading
 
-    from clip_dinoiser_ros.bag.rgbd_pairing import PairingOptions
+    from clip_dinoiser_ros.pipeline.frame_geometry import PairingOptions
     from clip_dinoiser_ros.bag.segment import SegmentOptions, segment_bag
     from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
 

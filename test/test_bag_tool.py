@@ -407,7 +407,8 @@ def test_pairing_takes_negative_stamps_without_pairing_them():
     """rclpy's Time, inside message_filters, refuses negative seconds: such frames go alone, in order."""
     from builtin_interfaces.msg import Time
 
-    from clip_dinoiser_ros.bag.rgbd_pairing import BagPairing, CameraInputs, PairingOptions
+    from clip_dinoiser_ros.bag.rgbd_pairing import BagPairing, CameraInputs
+    from clip_dinoiser_ros.pipeline.frame_geometry import PairingOptions
     from node_frames import camera_info_message, depth_message, rgb_message
 
     pairing = BagPairing([CameraInputs("/c/image_raw", "/c/depth", "/c/camera_info")], PairingOptions(0.1, 10))

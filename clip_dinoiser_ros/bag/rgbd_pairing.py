@@ -18,7 +18,7 @@ import message_filters
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ..pipeline.frame_geometry import pairable
+from ..pipeline.frame_geometry import PairingOptions, pairable
 from ..pipeline.messages import stamp_ns
 from .reading import BagMessage
 
@@ -30,16 +30,6 @@ class CameraInputs:
     colour: str
     depth: str
     camera_info: str
-
-
-@dataclass(frozen=True)
-class PairingOptions:
-    """The node's sync_wait_s, sync_queue_size, sync and sync_slop_s, for recorded frames."""
-
-    wait_s: float
-    queue_size: int
-    sync: str = "exact"  # or "approximate": stamps within slop_s
-    slop_s: float = 0.02
 
 
 @dataclass
@@ -77,9 +67,7 @@ class BagPairing:
             if camera.inputs.depth:
                 self._by_topic[camera.inputs.depth] = (camera, "depth")
                 inputs = [camera.colour, camera.depth, camera.info]
-                synchronizer = (message_filters.TimeSynchronizer(inputs, options.queue_size) if options.sync == "exact"
-                                else message_filters.ApproximateTimeSynchronizer(inputs, options.queue_size,
-                                                                                 options.slop_s))
+                synchronizer = options.synchronizer(inputs)
                 synchronizer.registerCallback(lambda colour, depth, info, c=camera: self._paired(c, colour, depth, info))
 
     def topics(self) -> list[str]:

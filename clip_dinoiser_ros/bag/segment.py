@@ -23,13 +23,13 @@ from tqdm import tqdm
 
 from ..model import ClipDinoiser
 from ..pipeline import topics
-from ..pipeline.frame_geometry import FrameGeometry, GeometryError, geometry_or_none
+from ..pipeline.frame_geometry import FrameGeometry, GeometryError, PairingOptions, geometry_or_none
 from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
 from ..pipeline.messages import Wanted
 from .conversion import message_class, to_rclpy
 from .errors import BagError
 from .reading import BagMessage, check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
-from .rgbd_pairing import BagPairing, CameraInputs, PairedFrame, PairingOptions
+from .rgbd_pairing import BagPairing, CameraInputs, PairedFrame
 from .writing import BagWriter
 
 

@@ -65,7 +65,7 @@ def not_made(failed: dict[str, str], single: bool) -> int:
 
 
 def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) -> int:
-    from clip_dinoiser_ros.bag.rgbd_pairing import PairingOptions
+    from clip_dinoiser_ros.pipeline.frame_geometry import PairingOptions
     from clip_dinoiser_ros.bag.segment import SegmentOptions, camera_inputs, check_inputs, segment_bag
     from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
     from clip_dinoiser_ros.pipeline.topics import TopicPlanError

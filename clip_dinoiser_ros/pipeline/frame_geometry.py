@@ -6,7 +6,7 @@ counted, as a bad image is) and the frame still gets its mask; the pipeline only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
@@ -14,6 +14,28 @@ from sensor_msgs.msg import CameraInfo, Image
 from ..spatial import CameraModelError, DepthError, Intrinsics, registered_depth, same_aspect
 from .image_codec import REP118_DEPTH_SCALE, ImageDecodeError, image_to_depth
 from .spatial_messages import intrinsics
+
+
+@dataclass(frozen=True)
+class PairingOptions:
+    """How a depth camera's colour, depth and camera_info are paired, in the node and in recorded bags alike:
+    the node's sync_wait_s, sync_queue_size, sync and sync_slop_s."""
+
+    wait_s: float
+    queue_size: int
+    sync: str = "exact"  # or "approximate": stamps within slop_s
+    slop_s: float = 0.02
+
+    def synchronizer(self, inputs: Sequence[Any]) -> Any:
+        """message_filters' synchronizer of ``inputs`` (colour, depth, camera_info) for these options.
+
+        message_filters (which runs on rclpy) is imported here, when a synchronizer is made: importing the
+        pipeline loads no rclpy."""
+        import message_filters
+
+        if self.sync == "exact":
+            return message_filters.TimeSynchronizer(inputs, self.queue_size)
+        return message_filters.ApproximateTimeSynchronizer(inputs, self.queue_size, self.slop_s)
 
 
 def pairable(message: Any) -> bool:

@@ -24,11 +24,12 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from ..msg import ClassConfidences
 from ..pipeline import topics
 from .frame_mailbox import Frame, FrameMailbox
+from ..pipeline.frame_geometry import PairingOptions
 from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, FrameSettings, VersionedVocabulary
 from ..pipeline.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from ..pipeline.messages import Wanted, stamp_ns
 from .diagnostics import LOG_THROTTLE_S, CameraStats, camera_status
-from .rgbd_inputs import Pairing, RgbdInputs
+from .rgbd_inputs import RgbdInputs
 
 if TYPE_CHECKING:
     from rclpy.lifecycle import LifecycleNode
@@ -132,7 +133,7 @@ class Activation:
         reliability = ReliabilityPolicy.RELIABLE if inputs.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
         input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
         overrides = QoSOverridingOptions(INPUT_POLICIES)
-        pairing = Pairing(inputs.sync, inputs.sync_slop_s, inputs.sync_queue_size)
+        pairing = PairingOptions(inputs.sync_wait_s, inputs.sync_queue_size, inputs.sync, inputs.sync_slop_s)
         self._sync_wait_s = inputs.sync_wait_s
         for camera in self._cameras.values():
             camera.rgbd = RgbdInputs(self._node, camera.names, input_qos, overrides, pairing,

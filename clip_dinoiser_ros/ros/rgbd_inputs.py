@@ -10,14 +10,13 @@ camera_info and depth at its size) is made here too, counted and refused with a 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import message_filters
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..pipeline import topics
-from ..pipeline.frame_geometry import FrameGeometry, GeometryError, geometry_or_none, pairable
+from ..pipeline.frame_geometry import FrameGeometry, GeometryError, PairingOptions, geometry_or_none, pairable
 from .depth_health import DepthHealth
 from .diagnostics import LOG_THROTTLE_S
 
@@ -25,15 +24,6 @@ if TYPE_CHECKING:
     from rclpy.lifecycle import LifecycleNode
     from rclpy.qos import QoSProfile
     from rclpy.qos_overriding_options import QoSOverridingOptions
-
-
-@dataclass(frozen=True)
-class Pairing:
-    """How colour, depth and camera_info are paired (fixed for one activation)."""
-
-    sync: str  # exact or approximate
-    slop_s: float
-    queue_size: int
 
 
 class RgbdInputs:
@@ -45,7 +35,7 @@ class RgbdInputs:
     """
 
     def __init__(self, node: LifecycleNode, plan: topics.CameraTopics, qos: QoSProfile,
-                 overrides: QoSOverridingOptions, pairing: Pairing,
+                 overrides: QoSOverridingOptions, pairing: PairingOptions,
                  on_pair: Callable[[Image, Image, CameraInfo], None]) -> None:
         self.health = DepthHealth()
         self._node = node
@@ -59,9 +49,7 @@ class RgbdInputs:
         if plan.depth:
             self._colour = message_filters.SimpleFilter()
             inputs = [self._colour, self._input(Image, plan.depth, qos, overrides), self._info]
-            queue = pairing.queue_size
-            synchronizer = (message_filters.TimeSynchronizer(inputs, queue) if pairing.sync == "exact" else
-                            message_filters.ApproximateTimeSynchronizer(inputs, queue, pairing.slop_s))
+            synchronizer = pairing.synchronizer(inputs)
             synchronizer.registerCallback(lambda *pair: (self.health.on_pair(), on_pair(*pair)))
 
     def _input(self, message_type: type, topic: str, qos: QoSProfile,
