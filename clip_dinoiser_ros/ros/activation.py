@@ -72,11 +72,8 @@ class LiveSettings:
 class InputSettings:
     """How the inputs are subscribed and paired (fixed for one activation)."""
 
-    reliability: str = "best_effort"
-    sync: str = "exact"
-    sync_slop_s: float = 0.02
-    sync_wait_s: float = 0.1  # a colour frame of a depth camera goes alone after this, from the first unpaired
-    sync_queue_size: int = 10
+    reliability: str
+    pairing: PairingOptions
 
 
 @dataclass
@@ -133,10 +130,9 @@ class Activation:
         reliability = ReliabilityPolicy.RELIABLE if inputs.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
         input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
         overrides = QoSOverridingOptions(INPUT_POLICIES)
-        pairing = PairingOptions(inputs.sync_wait_s, inputs.sync_queue_size, inputs.sync, inputs.sync_slop_s)
-        self._sync_wait_s = inputs.sync_wait_s
+        self._sync_wait_s = inputs.pairing.wait_s
         for camera in self._cameras.values():
-            camera.rgbd = RgbdInputs(self._node, camera.names, input_qos, overrides, pairing,
+            camera.rgbd = RgbdInputs(self._node, camera.names, input_qos, overrides, inputs.pairing,
                                      lambda *pair, c=camera: self._on_pair(c, *pair))
             message_type = CompressedImage if topics.is_compressed(camera.topic) else Image
             camera.subscription = self._node.create_subscription(

@@ -23,6 +23,7 @@ from rclpy.parameter import Parameter
 
 from ..model.vocabulary import uses_background
 from ..pipeline import topics
+from ..pipeline.frame_geometry import PairingOptions
 from ..pipeline.frame_pipeline import FrameSettings, VersionedVocabulary, effective_background
 from .torch_threads import Interrupted, run_on_short_lived_thread
 from .vocabulary_switcher import VocabularySwitcher
@@ -175,9 +176,9 @@ class ClipDinoiserNode(LifecycleNode):
                                         self.param("depth_topics"), self.param("camera_info_topics"))
             self._activation = Activation(self, self._engine, plans, self.live_settings, self._active_vocabulary,
                                         self._seconds_now)
-            self._activation.start(InputSettings(
-                self.param("input_reliability"), self.param("sync"), self.param("sync_slop_s"),
-                sync_wait_s=self.param("sync_wait_s"), sync_queue_size=self.param("sync_queue_size")))
+            pairing = PairingOptions(self.param("sync_wait_s"), self.param("sync_queue_size"), self.param("sync"),
+                                     self.param("sync_slop_s"))
+            self._activation.start(InputSettings(self.param("input_reliability"), pairing))
             self._start_diagnostics()
         except Exception as error:  # nothing of a failed activation may stay behind
             self._stop_activation()
