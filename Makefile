@@ -111,7 +111,7 @@ $(STAMPS)/deps: $(REQUIREMENTS) $(STAMPS)/bootstrap
 # project") and which would shadow pip's own metadata: it is removed, pip owns the metadata. The
 # generated Python is made afresh: rosidl_generator_py keeps a removed message in its __init__.py.
 $(STAMPS)/interfaces: CMakeLists.txt package.xml setup.py $(INTERFACES) $(SHARE_FILES) \
-		.ci/fix_ament_paths.py $(STAMPS)/deps
+		.ci/fix_ament_paths.py $(STAMPS)/ros-tools
 	$(VPY) .ci/fix_ament_paths.py $(VENV_ABS)
 	rm -rf $(CMAKE_BUILD)/rosidl_generator_py $(SITE_PACKAGES)/clip_dinoiser_ros/msg $(SITE_PACKAGES)/clip_dinoiser_ros/srv
 	AMENT_PREFIX_PATH=$(VENV_ABS) CMAKE_PREFIX_PATH=$(VENV_ABS) \

@@ -15,7 +15,6 @@ _HOMES = {
     "ClipDinoiser": "engine",
     "DinoiserHeads": "heads",
     "EncodingCancelled": "errors",
-    "FrameFeatures": "engine",
     "Segmentation": "engine",
     "Vocabulary": "vocabulary",
     "WeightsUnavailableError": "errors",
@@ -30,7 +29,7 @@ __all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:
     from .clip_loading import load_clip, random_clip
-    from .engine import ClipDinoiser, FrameFeatures, Segmentation
+    from .engine import ClipDinoiser, Segmentation
     from .errors import CheckpointError, EncodingCancelled, WeightsUnavailableError
     from .heads import DinoiserHeads, build_heads, save_checkpoint
     from .vocabulary import ClassPrompt, Vocabulary, parse_prompts

@@ -14,7 +14,7 @@ from . import preprocessing as pre
 from .dense_clip import DenseClipEncoder
 from .embedding_store import EmbeddingStore
 from .full_resolution import FullResolution, full_resolution
-from ..spatial.patch_grid import PatchGrid
+from ..spatial.patch_grid import FrameFeatures, PatchGrid
 from .guided_pooling import class_probabilities, filter_background, pooled_features, synonym_logits
 from .heads import HeadsSource, build_heads
 from .fingerprint import GRAPH_PARTS, EngineFingerprint
@@ -41,18 +41,7 @@ class Segmentation:
     confidence: np.ndarray  # (H, W) float32, the winning probability
     class_max: np.ndarray  # (K,) float32, each class's highest probability anywhere in the image
     prompts: tuple[str, ...]
-    features: Optional["FrameFeatures"] = None  # only when asked for (``features=True``)
-
-
-@dataclass(frozen=True)
-class FrameFeatures:
-    """What a mapper fuses, from the pass that segmented the frame: the guided-pooled MaskCLIP features,
-    L2-normalised per patch (their 100 * cosine with a text embedding is that text's logit), and the
-    objectness, on the patch grid that ``grid`` places on the image."""
-
-    features: np.ndarray  # (E, h, w) float32, unit length along E
-    objectness: np.ndarray  # (h, w) float32, sigmoid of the bkg_decoder logit
-    grid: PatchGrid
+    features: Optional[FrameFeatures] = None  # only when asked for (``features=True``)
 
 
 def check_backend(backend: str, precision: str) -> None:

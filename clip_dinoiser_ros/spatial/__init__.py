@@ -7,7 +7,7 @@ from .cloud import back_project
 from .depth import DepthError, registered_depth
 from .intrinsics import CameraModelError, Intrinsics, same_aspect
 from .objects import Box3D, Region, boxes_3d, regions
-from .patch_grid import PatchGrid
+from .patch_grid import FrameFeatures, PatchGrid
 
-__all__ = ["Box3D", "CameraModelError", "DepthError", "Intrinsics", "PatchGrid", "Region", "back_project", "boxes_3d",
+__all__ = ["Box3D", "CameraModelError", "DepthError", "FrameFeatures", "Intrinsics", "PatchGrid", "Region", "back_project", "boxes_3d",
            "registered_depth", "regions", "same_aspect"]

@@ -42,6 +42,17 @@ class PatchGrid:
         return _pixel_patches(self)
 
 
+@dataclass(frozen=True)
+class FrameFeatures:
+    """What a mapper fuses, from the pass that segmented the frame: the guided-pooled MaskCLIP features,
+    L2-normalised per patch (their 100 * cosine with a text embedding is that text's logit), and the
+    objectness, on the patch grid that ``grid`` places on the image."""
+
+    features: np.ndarray  # (E, h, w) float32, unit length along E
+    objectness: np.ndarray  # (h, w) float32, sigmoid of the bkg_decoder logit
+    grid: PatchGrid
+
+
 @lru_cache(maxsize=8)
 def _pixel_patches(grid: PatchGrid) -> np.ndarray:
     height, width = grid.image_size
