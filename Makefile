@@ -104,7 +104,8 @@ $(STAMPS)/deps: $(REQUIREMENTS) $(STAMPS)/bootstrap
 	$(PIP) install -c $(BUILD_REQUIREMENTS) -r $(REQUIREMENTS)
 	touch $@
 
-# The ROS interfaces (msg/, srv/), built with CMake into the venv. fix_ament_paths.py first points
+# The ROS interfaces (msg/, srv/), built with CMake into the venv after the ROS tools (QueryMap answers
+# in vision_msgs). fix_ament_paths.py first points
 # the wheels' exported CMake files at this venv's Python and numpy include directories (they name
 # /opt/python/cp311-cp311/..., the wheels' build image). CMake's ament_python_install_package
 # leaves a clip_dinoiser_ros-*.egg-info, which pip cannot uninstall ("distutils installed
