@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the ROS 2 tools that no package registry serves into a venv that has the ROS 2 wheels:
 # ros2cli (ros2 param/topic/node/service/lifecycle/run/pkg/interface), launch + launch_ros with
-# `ros2 launch`, rosidl_runtime_py, message_filters and sensor_msgs_py (pure Python on rclpy), and the
+# `ros2 launch`, rosidl_runtime_py, message_filters and sensor_msgs_py (pure Python on rclpy), the
 # interface packages vision_msgs and composition_interfaces (built with CMake, like this project's own
-# messages).
+# messages), and TF for Python from geometry2: the interfaces tf2_msgs, the C++ library tf2, its C
+# extension tf2_py (all three built with CMake) and tf2_ros (tf2_ros_py, pure Python).
 #
 # Sources: the archives in $ROS2_SRC (default ../shared/ros2-src) when present, otherwise the same
 # pinned upstream tags, cloned with git (a connected machine).
@@ -29,11 +30,15 @@ vision_msgs            https://github.com/ros-perception/vision_msgs.git   4.1.1
 composition_interfaces https://github.com/ros2/rcl_interfaces.git          2.2.0  composition_interfaces
 message_filters        https://github.com/ros2/message_filters.git         6.0.6  .
 sensor_msgs_py         https://github.com/ros2/common_interfaces.git       5.4.2  sensor_msgs_py
+geometry2              https://github.com/ros2/geometry2.git               0.36.4 .
 "
 PYTHON_PACKAGES="rosidl_runtime_py ros2cli/ros2cli ros2cli/ros2node ros2cli/ros2service ros2cli/ros2param
   ros2cli/ros2topic ros2cli/ros2lifecycle ros2cli/ros2pkg ros2cli/ros2run ros2cli/ros2interface
-  launch/launch launch/launch_xml launch/launch_yaml launch_ros/launch_ros launch_ros/ros2launch sensor_msgs_py"
-INTERFACE_PACKAGES="composition_interfaces vision_msgs"
+  launch/launch launch/launch_xml launch/launch_yaml launch_ros/launch_ros launch_ros/ros2launch sensor_msgs_py
+  geometry2/tf2_ros_py"
+# built with CMake in this order (each finds the ones before it in the venv); tf2 needs BUILD_TESTING=OFF,
+# its tests ask for ament_cmake_google_benchmark, which no registry serves
+CMAKE_PACKAGES="composition_interfaces vision_msgs geometry2/tf2_msgs geometry2/tf2 geometry2/tf2_py"
 
 src="${build}/src"
 rm -rf "${src}" && mkdir -p "${src}"
@@ -72,13 +77,14 @@ touch "${venv}/share/ament_index/resource_index/packages/message_filters"
 cp "${src}/message_filters/package.xml" "${venv}/share/message_filters/package.xml"
 
 "${python}" "${here}/fix_ament_paths.py" "${venv}"
-for package in ${INTERFACE_PACKAGES}; do
-  run_logged "${build}/${package}-configure.log" env AMENT_PREFIX_PATH="${venv}" CMAKE_PREFIX_PATH="${venv}" \
-    cmake -S "${src}/${package}" -B "${build}/cmake-${package}" -Wno-dev -DCMAKE_BUILD_TYPE=Release \
+for package in ${CMAKE_PACKAGES}; do
+  name="${package##*/}"
+  run_logged "${build}/${name}-configure.log" env AMENT_PREFIX_PATH="${venv}" CMAKE_PREFIX_PATH="${venv}" \
+    cmake -S "${src}/${package}" -B "${build}/cmake-${name}" -Wno-dev -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_INSTALL_PREFIX="${venv}" -DPython3_EXECUTABLE="${python}" -DBUILD_TESTING=OFF
-  run_logged "${build}/${package}-build.log" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-    cmake --build "${build}/cmake-${package}" -j "$(nproc)"
-  run_logged "${build}/${package}-install.log" cmake --install "${build}/cmake-${package}"
+  run_logged "${build}/${name}-build.log" env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+    cmake --build "${build}/cmake-${name}" -j "$(nproc)"
+  run_logged "${build}/${name}-install.log" cmake --install "${build}/cmake-${name}"
 done
 
 # The venv is its own ROS prefix: every Python of it finds the packages installed there (ros2 launch
@@ -87,4 +93,5 @@ cat > "${site_packages}/ament_prefix_venv.pth" <<'PTH'
 import os, sys; _p = os.environ.get('AMENT_PREFIX_PATH', ''); sys.prefix in _p.split(os.pathsep) or os.environ.__setitem__('AMENT_PREFIX_PATH', os.pathsep.join(filter(None, [sys.prefix, _p])))
 PTH
 "${venv}/bin/ros2" interface show vision_msgs/msg/LabelInfo > /dev/null
-echo "install_ros2_tools: ros2, launch and vision_msgs installed into ${venv}"
+"${python}" -c 'import tf2_ros; tf2_ros.Buffer()'
+echo "install_ros2_tools: ros2, launch, vision_msgs and tf2_ros installed into ${venv}"

@@ -26,6 +26,8 @@ ROOMS = {"train": "train", "evaluation": "eval", "cli/eval.py": "eval", "cli/tra
 USED_WITHOUT_IMPORT = {"onnxscript"}
 # Declared without a direct import: the generated messages' runtime, and the node's lifecycle services.
 ROS_WITHOUT_IMPORT = {"rosidl_default_runtime", "lifecycle_msgs"}
+# ROS packages whose Python module has another name: tf2_ros_py installs tf2_ros.
+ROS_MODULE_PACKAGES = {"tf2_ros": "tf2_ros_py"}
 
 
 def imported_names(path: Path) -> set[str]:
@@ -51,10 +53,13 @@ def room(path: Path) -> str | None:
     return None
 
 
-def ros_packages() -> set[str]:
+def ros_packages() -> dict[str, str]:
+    """The ROS package of each Python module that a package in the ament index provides."""
     from ament_index_python import get_packages_with_prefixes
 
-    return set(get_packages_with_prefixes())
+    packages = set(get_packages_with_prefixes())
+    return {**{name: name for name in packages},
+            **{module: package for module, package in ROS_MODULE_PACKAGES.items() if package in packages}}
 
 
 def normalized(requirement: str) -> str:
@@ -87,13 +92,13 @@ def distributions_of(module: str, dotted: set[str]) -> set[str]:
     return {normalized(name) for name in names}
 
 
-def third_party(modules: set[str], ros: set[str]) -> set[str]:
+def third_party(modules: set[str], ros: dict[str, str]) -> set[str]:
     return {module for module in modules if module not in sys.stdlib_module_names and module not in ros}
 
 
 def test_package_xml_declares_exactly_the_ros_packages_the_code_imports():
     ros = ros_packages()
-    imported = {module for path in SOURCES for module in imported_modules(path) if module in ros}
+    imported = {ros[module] for path in SOURCES for module in imported_modules(path) if module in ros}
     manifest = ElementTree.parse(REPO / "package.xml").getroot()
     declared = {element.text for tag in ("depend", "exec_depend") for element in manifest.iter(tag)}
     declared_ros = {name for name in declared if not name.startswith("python3-")}
