@@ -41,6 +41,15 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.classes)
 
+    def class_embeddings(self) -> torch.Tensor:
+        """(K, E): one unit vector per class, its synonyms' embeddings averaged and L2-normalised again.
+
+        For consumers that score a class with one dot product (``~/encode_texts``). The engine itself
+        scores a class by its best synonym (max of their logits): for a one-synonym class both are equal."""
+        sums = self.text_embeddings.new_zeros((len(self), self.text_embeddings.shape[1]))
+        sums.index_add_(0, self.synonym_to_class, self.text_embeddings)
+        return sums / sums.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
 
 def parse_prompt(prompt: str) -> ClassPrompt:
     """Split ``"chair|seat"`` into a class named ``chair`` with two synonyms."""

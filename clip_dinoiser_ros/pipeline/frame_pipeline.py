@@ -5,7 +5,8 @@ camera, the LabelInfo of vocabulary version N (and threshold) goes out before th
 N, stamped with that frame's header stamp; a frame made with a version older than the last LabelInfo
 sent is dropped and counted, never published under another class map. A frame with geometry (its
 camera_info, and depth) also gets the mask's camera_info and, as wanted, the labelled cloud and the
-detections, all from the same thresholded labels as its mask.
+detections, all from the same thresholded labels as its mask. A frame whose features are wanted gets them
+from the pass that made its mask (whole mode, torch backend only: ``features_unavailable`` says why not).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from std_msgs.msg import Header
 
 from ..model.vocabulary import BACKGROUND_SETTINGS
 from . import messages, topics
+from .feature_messages import features_message
 from .frame_geometry import FrameGeometry
 from .messages import UNLABELLED_MONO8, UNLABELLED_MONO16, Wanted
 from .spatial_outputs import spatial_outputs
@@ -98,6 +100,14 @@ class FramePipeline:
     _announced: dict[str, _Announced] = field(default_factory=dict)
     _stale: dict[str, int] = field(default_factory=dict)
 
+    def features_unavailable(self, mode: str) -> Optional[str]:
+        """Why frames get no features in ``mode`` with this engine; None when they can."""
+        if mode != "whole":
+            return f"mode is {mode!r}: features need mode 'whole' (slide mode has one patch grid per window)"
+        if self.engine.onnx is not None:
+            return "backend is onnxruntime: features need backend 'torch' (the exported graph ends at the logits)"
+        return None
+
     def stale_dropped(self, camera: str) -> int:
         """Frames of ``camera`` dropped because a newer class map had already been announced."""
         return self._stale.get(camera, 0)
@@ -141,13 +151,20 @@ class FramePipeline:
             tokens = topics.class_topic_tokens(segmentation.prompts)
             class_maps = tuple((token, messages.float_image(segmentation.probs[index], frame.header))
                                for index, token in enumerate(tokens))
+        if frame.wanted.features and segmentation.features is not None:
+            from ..model.guided_pooling import LOGIT_SCALE  # torch: loaded with the engine already
+
+            produced.append(("features", features_message(segmentation.features, frame.header, version,
+                                                          LOGIT_SCALE)))
         return FrameOutputs(frame.camera, version, tuple(produced), class_maps)
 
     def _segment(self, frames: Sequence[CameraFrame], vocabulary: Vocabulary,
                  settings: FrameSettings) -> list[Union[Segmentation, Exception]]:
         """One result per frame (whole mode: one ViT pass for all); a frame the model fails on gives its exception."""
         options = dict(short_side=settings.short_side, background=effective_background(settings.background, vocabulary),
-                       vocabulary=vocabulary, probs=any(frame.wanted.class_maps for frame in frames))
+                       vocabulary=vocabulary, probs=any(frame.wanted.class_maps for frame in frames),
+                       features=any(frame.wanted.features for frame in frames)
+                       and self.features_unavailable(settings.mode) is None)
         if settings.mode == "whole":
             try:
                 return list(self.engine.segment_batch([frame.rgb for frame in frames], **options))

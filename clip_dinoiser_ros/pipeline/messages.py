@@ -35,6 +35,7 @@ class Wanted:
     points: bool = False
     detections: bool = False
     detections_3d: bool = False
+    features: bool = False  # the engine's patch features (SegmentationFeatures)
 
 
 def stamp_ns(message: Any) -> int:

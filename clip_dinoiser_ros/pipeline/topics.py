@@ -7,7 +7,8 @@ from typing import Callable, Sequence
 
 COMPRESSED_SUFFIX = "/compressed"
 OUTPUT_NAMESPACE = "segmentation"
-OUTPUTS = ("mask", "confidence", "class_confidences", "overlay", "label_info", "camera_info", "detections")
+OUTPUTS = ("mask", "confidence", "class_confidences", "overlay", "label_info", "camera_info", "detections",
+           "features")
 DEPTH_OUTPUTS = ("points", "detections_3d")  # only for a camera with depth
 
 

@@ -21,7 +21,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
-from ..msg import ClassConfidences
+from ..msg import ClassConfidences, SegmentationFeatures
 from ..pipeline import topics
 from .frame_mailbox import Frame, FrameMailbox
 from ..pipeline.frame_geometry import PairingOptions
@@ -54,7 +54,8 @@ INPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.DURA
 CLASS_TOPIC_PERIOD_S = 0.5
 STOP_TIMEOUT_S = 1.0  # then a frame still being segmented is abandoned: a stop is never held up by it
 OUTPUT_TYPES = {"class_confidences": ClassConfidences, "label_info": LabelInfo, "camera_info": CameraInfo,
-                "points": PointCloud2, "detections": Detection2DArray, "detections_3d": Detection3DArray}
+                "points": PointCloud2, "detections": Detection2DArray, "detections_3d": Detection3DArray,
+                "features": SegmentationFeatures}
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Activation:
         self._sync_wait_s = 0.0  # set by start
         self._class_timer = None
         self._diagnostics = None
+        self._features_warned: set[str] = set()  # why features could not be made, said once per activation
 
     @property
     def inputs(self) -> list[str]:
@@ -257,6 +259,8 @@ class Activation:
         if pipeline is None:
             return
         received = {frame.camera: frame.received for frame in frames}
+        if any(frame.wanted.features for frame in decoded):
+            self._warn_once_without_features(pipeline.features_unavailable(settings.frame.mode))
         for result in pipeline.run(decoded, active, settings.frame):
             camera = self._cameras[result.camera]
             if isinstance(result, FrameFailure):
@@ -267,11 +271,18 @@ class Activation:
                     return
                 for name, message in result.messages:
                     camera.publishers[name].publish(message)
+                    if name == "features":
+                        camera.stats.on_features_published()
                 camera.stats.on_published(time.monotonic() - received[result.camera])
                 for token, image in result.class_maps:
                     publisher = camera.class_publishers.get(token)
                     if publisher is not None and publisher.get_subscription_count() > 0:
                         publisher.publish(image)
+
+    def _warn_once_without_features(self, reason: Optional[str]) -> None:
+        if reason is not None and reason not in self._features_warned:
+            self._features_warned.add(reason)
+            self._node.get_logger().warning(f"segmentation/features has subscribers but gets no messages: {reason}")
 
     def _decoded(self, frame: Frame, settings: LiveSettings) -> Optional[CameraFrame]:
         """The frame as the pipeline takes it: its pixels, its geometry and the outputs wanted; None if rejected."""
@@ -315,6 +326,6 @@ class Activation:
                 overlay=subscribed("overlay"),
                 class_maps=any(p.get_subscription_count() > 0 for p in camera.class_publishers.values()),
                 points=subscribed("points"), detections=subscribed("detections"),
-                detections_3d=subscribed("detections_3d"),
+                detections_3d=subscribed("detections_3d"), features=subscribed("features"),
             )
 

@@ -43,6 +43,7 @@ class CameraReport:
     last_error: str
     latency_p50_ms: float
     latency_p95_ms: float
+    features_published: int = 0  # segmentation/features messages: made only while somebody subscribes
 
 
 class CameraStats:
@@ -51,6 +52,7 @@ class CameraStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._received = self._published = self._rejected = self._failed = 0
+        self._features_published = 0
         self._failing_since: Optional[float] = None
         self._started = time.monotonic()
         self._last_received: Optional[float] = None
@@ -69,6 +71,10 @@ class CameraStats:
             self._failing_since = None
             self._latencies.append(latency_s)
 
+    def on_features_published(self) -> None:
+        with self._lock:
+            self._features_published += 1
+
     def on_rejected(self, reason: str) -> None:
         with self._lock:
             self._rejected += 1
@@ -86,6 +92,7 @@ class CameraStats:
         with self._lock:
             now = time.monotonic()
             counts = (self._received, self._published, self._rejected, self._failed)
+            features = self._features_published
             failing_for = 0.0 if self._failing_since is None else now - self._failing_since
             last_received = self._last_received
             previous_time, *previous = self._history[-1]
@@ -105,7 +112,7 @@ class CameraStats:
             recently_failed=recent[3], failing_for_s=failing_for,
             silent_for_s=now - (self._started if last_received is None else last_received),
             silence=since(last_received, self._started), last_error=self._last_error,
-            latency_p50_ms=float(p50), latency_p95_ms=float(p95),
+            latency_p50_ms=float(p50), latency_p95_ms=float(p95), features_published=features,
         )
 
 
@@ -143,6 +150,7 @@ def camera_status(name: str, report: CameraReport, dropped: int, stale: int,
         "frames_rejected": str(report.rejected),
         "frames_failed": str(report.failed),
         "frames_stale": str(stale),
+        "features_published": str(report.features_published),
         "seconds_since_last_frame": f"{report.silent_for_s:.1f}",
         "latency_p50_ms": f"{report.latency_p50_ms:.1f}",
         "latency_p95_ms": f"{report.latency_p95_ms:.1f}",
