@@ -16,6 +16,7 @@ from clip_dinoiser_ros.model import ClipDinoiser, DinoiserHeads, random_clip
 from clip_dinoiser_ros.model import onnx_backend
 from clip_dinoiser_ros.model.heads_download import cache_dir
 from clip_dinoiser_ros.model.onnx_backend import OnnxRuntimeBackend, best_providers
+from clip_dinoiser_ros.model.onnx_export_process import ExportProcesses
 from conftest import TINY_MODEL
 from frame_sources import camvid_frames
 
@@ -112,9 +113,10 @@ def test_an_export_is_reused_only_for_the_same_weights_and_gamma(tiny_clip, monk
     heads = DinoiserHeads(tiny_clip.visual.conv1.out_channels).state_dict()
     _, first = engines(tiny_clip, heads)
     first.segment(image, short_side=64)
-    exported = []
-    original = onnx_backend.export_graph
+    exported = []  # the sizes exported, in this process (a first frame) or in a child (a live change)
+    original, in_child = onnx_backend.export_graph, ExportProcesses.export
     monkeypatch.setattr(onnx_backend, "export_graph", lambda *a, **k: exported.append(a[3]) or original(*a, **k))
+    monkeypatch.setattr(ExportProcesses, "export", lambda self, *a: exported.append(a[1]) or in_child(self, *a))
 
     _, restarted = engines(tiny_clip, heads)
     restarted.segment(image, short_side=64)

@@ -2,6 +2,8 @@
 warning), provider options, I/O binding on GPU providers, a bounded set of sessions, live changes
 prepared in the background, failed exports remembered, read-only caches. CPU build: GPU sessions are
 real CPU sessions that report a GPU provider."""
+import os
+import signal
 import statistics
 import threading
 import time
@@ -13,12 +15,14 @@ import pytest
 import torch
 
 from clip_dinoiser_ros.model import ClipDinoiser, DinoiserHeads
-from clip_dinoiser_ros.model import onnx_backend
+from clip_dinoiser_ros.model import onnx_backend, onnx_export_process
 from clip_dinoiser_ros.model.build import EngineSettings, build_engine
 from clip_dinoiser_ros.model.heads_download import cache_dir
+from clip_dinoiser_ros.model.onnx_export_process import ExportProcesses
 from clip_dinoiser_ros.model.onnx_providers import (CPU, CUDA, TENSORRT, ProviderOptions, fallback_warning,
                                                     parse_provider_options, provider_options)
 from conftest import TINY_MODEL
+from ros_harness import wait_until
 
 PROMPTS = ["road", "car|truck", "tree"]
 IMAGE = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
@@ -144,9 +148,27 @@ def test_sessions_are_bounded_least_recently_used_first(tiny_clip, heads):
     assert backend.session(sizes[0], 0.2) is first  # kept; (32, 48), the least recently used, went
 
 
+def in_child(monkeypatch) -> list:
+    """Records the gamma of every export handed to a child process."""
+    handed, original = [], ExportProcesses.export
+    monkeypatch.setattr(ExportProcesses, "export", lambda self, gamma, *rest: handed.append(gamma) or
+                        original(self, gamma, *rest))
+    return handed
+
+
 def test_a_failed_export_is_remembered_reported_and_never_retried_per_frame(tiny_clip, heads, monkeypatch):
     _, engine = engine_pair(tiny_clip, heads)
     engine.segment(IMAGE, short_side=64)
+    children = in_child(monkeypatch)
+    monkeypatch.setattr(onnx_export_process, "WORKER", "clip_dinoiser_ros.model.no_such_worker")  # the child fails
+    engine.gamma = 0.4
+    before = engine.segment(IMAGE, short_side=64)  # the graph in use runs while 0.4 is tried in the background
+    assert engine.onnx.wait_prepared(timeout=300)
+    for _ in range(3):
+        after = engine.segment(IMAGE, short_side=64)
+    assert children == [0.4] and np.array_equal(before.labels, after.labels)
+    assert "FAILED 64x96 gamma 0.4: RuntimeError: the export process exited with status 1" in engine.graph_status
+    assert "No module named clip_dinoiser_ros.model.no_such_worker" in engine.graph_status  # the child's own words
     tries = []
 
     def failing(*args, **kwargs):
@@ -154,13 +176,6 @@ def test_a_failed_export_is_remembered_reported_and_never_retried_per_frame(tiny
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(onnx_backend, "export_graph", failing)
-    engine.gamma = 0.4
-    before = engine.segment(IMAGE, short_side=64)  # the graph in use runs while 0.4 is tried in the background
-    assert engine.onnx.wait_prepared(timeout=300)
-    for _ in range(3):
-        after = engine.segment(IMAGE, short_side=64)
-    assert tries == [0.4] and np.array_equal(before.labels, after.labels)
-    assert "FAILED 64x96 gamma 0.4: OSError" in engine.graph_status and "No space left" in engine.graph_status
     fresh = ClipDinoiser(tiny_clip, heads, precision="fp32", templates="simple", gamma=0.5, backend="onnxruntime")
     fresh.set_prompts(PROMPTS)
     with pytest.raises(OSError, match="No space left"):  # no graph to fall back on: made on the first frame
@@ -168,13 +183,13 @@ def test_a_failed_export_is_remembered_reported_and_never_retried_per_frame(tiny
     for _ in range(2):
         with pytest.raises(RuntimeError, match="not retried.*No space left"):
             fresh.segment(IMAGE, short_side=64)
-    assert tries == [0.4, 0.5]  # each export tried once
+    assert tries == [0.5] and children == [0.4]  # each export tried once
 
 
 def test_a_live_gamma_change_is_exported_while_frames_keep_coming(tiny_clip, heads, monkeypatch):
     reference, engine = engine_pair(tiny_clip, heads)
-    exports = []
-    original = onnx_backend.export_graph
+    exports, in_process = [], []
+    original, in_this_process = ExportProcesses.export, onnx_backend.export_graph
 
     def timed(*args, **kwargs):
         started = time.perf_counter()
@@ -182,7 +197,9 @@ def test_a_live_gamma_change_is_exported_while_frames_keep_coming(tiny_clip, hea
         exports.append((started, time.perf_counter(), threading.current_thread().name))
         return result
 
-    monkeypatch.setattr(onnx_backend, "export_graph", timed)
+    monkeypatch.setattr(ExportProcesses, "export", timed)
+    monkeypatch.setattr(onnx_backend, "export_graph",
+                        lambda *a, **k: in_process.append(a[2]) or in_this_process(*a, **k))
     engine.segment(IMAGE, short_side=64)  # the first graph: made on the first frame (nothing to fall back on)
     stamps = [time.perf_counter()]
     for _ in range(10):
@@ -195,10 +212,12 @@ def test_a_live_gamma_change_is_exported_while_frames_keep_coming(tiny_clip, hea
     while len(stamps) == changed or not engine.onnx.wait_prepared(timeout=0) and time.monotonic() < deadline:
         engine.segment(IMAGE, short_side=64)  # the first queues the export of gamma 0.35
         stamps.append(time.perf_counter())
+        time.sleep(steady)  # a camera at half the engine's pace: the export (lowest priority) gets the rest
     result = engine.segment(IMAGE, short_side=64)
     stamps.append(time.perf_counter())
     gaps = np.diff(stamps[changed - 1:])
-    (started, ended, thread), = exports[1:]
+    (started, ended, thread), = exports
+    assert in_process == [0.2]  # the first graph, on the first frame; gamma 0.35's in a child process
     during = [b - a for a, b in zip(stamps, stamps[1:]) if a >= started and b <= ended]
     print(f"export {ended - started:.2f} s on {thread}; {len(gaps)} frames meanwhile; longest gap "
           f"{gaps.max() * 1e3:.0f} ms; median frame {steady * 1e3:.1f} ms before the change, "
@@ -206,6 +225,30 @@ def test_a_live_gamma_change_is_exported_while_frames_keep_coming(tiny_clip, hea
     assert thread == "onnx-export" and len(during) >= 3
     assert gaps.max() < (ended - started) / 3  # no frame waited for the export
     assert np.abs(result.probs - reference.segment(IMAGE, short_side=64).probs).max() <= 1e-4  # switched
+
+
+def running_child(engine) -> object:
+    """The export process the engine's background preparation started (a Popen)."""
+    return wait_until(lambda: engine.onnx._processes._child, 300, "an export process")
+
+
+def test_a_killed_export_process_is_reported_and_close_ends_the_one_running(tiny_clip, heads):
+    _, engine = engine_pair(tiny_clip, heads)
+    engine.segment(IMAGE, short_side=64)
+    engine.gamma = 0.45
+    engine.segment(IMAGE, short_side=64)
+    os.kill(running_child(engine).pid, signal.SIGKILL)  # the out-of-memory killer, or a user's kill -9
+    assert engine.onnx.wait_prepared(timeout=300)
+    assert "FAILED 64x96 gamma 0.45: RuntimeError: the export process was killed by SIGKILL" in engine.graph_status
+
+    engine.gamma = 0.5
+    engine.segment(IMAGE, short_side=64)
+    child = running_child(engine)
+    engine.close()  # the node's shutdown: the child ends (SIGTERM), its partial file and the tower file go
+    assert child.poll() is not None and engine.onnx.wait_prepared(timeout=60)
+    assert sorted(path.name for path in cache_dir("onnx").iterdir() if path.name.startswith(".")) == []
+    assert len(list(cache_dir("onnx").glob("*.onnx"))) == 1  # gamma 0.2's, still in use
+    assert engine.segment(IMAGE, short_side=64).labels.shape == (60, 80)
 
 
 def test_read_only_caches_fall_back_to_private_folders_and_the_engine_runs(monkeypatch, tmp_path):

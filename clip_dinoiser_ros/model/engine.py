@@ -111,6 +111,11 @@ class ClipDinoiser:
     def vocabulary(self) -> Optional[Vocabulary]:
         return self._vocabulary
 
+    def close(self) -> None:
+        """End background work that outlives a frame (with onnxruntime: an export's child process)."""
+        if self.onnx is not None:
+            self.onnx.close()
+
     def encode_prompts(self, prompts: Sequence[str], cancelled: Optional[Callable[[], bool]] = None,
                        **limits: int) -> Vocabulary:
         """Embeddings for ``prompts`` without changing the active vocabulary (thread-safe, cancellable)."""

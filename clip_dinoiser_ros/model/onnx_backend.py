@@ -2,9 +2,11 @@
 with the best execution provider present (TensorRT, then CUDA, then the CPU), with the provider read back.
 
 Sessions are few and bounded (an LRU of MAX_SESSIONS). A change of settings (gamma, short side) that needs
-graphs not loaded yet is prepared on a background thread while frames keep the settings in use, then
-taken on the first frame after it is ready, as a vocabulary switch is. A failed export is remembered and
-reported (``status``), never retried per frame.
+graphs not loaded yet is prepared in the background while frames keep the settings in use, then taken on
+the first frame after it is ready, as a vocabulary switch is: the export runs in a child process
+(onnx_export_process: torch.onnx.export holds the GIL for long stretches, a thread of this process stalled
+every frame), a background thread waits for it and loads the session. A failed export is remembered and
+reported (``status``), never retried per frame. ``close`` ends an export that is running.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from torch import nn
 from .dense_clip import DenseClipEncoder
 from .heads_download import cache_dir, sha256_of
 from .onnx_export import OPSET, description_key, export_graph, graph_description
+from .onnx_export_process import ExportProcesses
 from .onnx_io import run_session
 from .onnx_providers import PROVIDER_ORDER, TENSORRT, ProviderOptions, fallback_warning, session_providers
 from .user_cache import writable
@@ -59,12 +62,14 @@ class OnnxRuntimeBackend:
         self._failed: dict[Key, str] = {}
         self._queued: set[Key] = set()
         self._current: Optional[Hashable] = None  # the settings frames run with
+        self._in_use: set[Key] = set()  # their graphs
         self._warned: set[str] = set()
         self._lock = threading.Lock()  # the tables above
-        self._exporting = threading.Lock()  # one export or session creation at a time
+        self._exporting = threading.Lock()  # one export on a thread of this process, or session creation, at a time
         self._idle = threading.Condition(self._lock)
         self._requests: deque[Key] = deque()  # queued keys, in order (under the lock)
         self._worker: Optional[threading.Thread] = None
+        self._processes = ExportProcesses(encoder, heads)  # the background exports
         self._report(self._probe())
 
     @property
@@ -76,7 +81,8 @@ class OnnxRuntimeBackend:
     def status(self) -> str:
         """For /diagnostics: the graphs loaded, being prepared, and the exports that failed (with why)."""
         with self._lock:
-            parts = [f"{len(self._sessions)} loaded"]
+            parts = [f"{len(self._sessions)} loaded" + "".join(
+                f", in use {_name(key)}" for key in sorted(self._in_use))]
             if self._queued:
                 parts.append("preparing " + ", ".join(_name(key) for key in sorted(self._queued)))
             parts += [f"FAILED {_name(key)}: {why}" for key, why in sorted(self._failed.items())]
@@ -92,18 +98,20 @@ class OnnxRuntimeBackend:
             failure = next((self._failed[key] for key in missing if key in self._failed), None)
             current = self._current
             if not missing:
-                self._current = asked
+                self._current, self._in_use = asked, wanted
                 return asked
-            if current is not None and current != asked and all(k in self._sessions for k in keys_of(current)):
+            in_use = keys_of(current) if current is not None else set()
+            if current != asked and in_use and all(key in self._sessions for key in in_use):
                 if failure is None:
                     self._enqueue(missing)
+                self._in_use = in_use
                 return current
         if failure is not None:
             raise _failure(failure)
         for key in sorted(missing):
             self.session(*key)
         with self._lock:
-            self._current = asked
+            self._current, self._in_use = asked, wanted
         return asked
 
     def run(self, pixels: torch.Tensor, text_embeddings: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +129,14 @@ class OnnxRuntimeBackend:
         """Block until no background preparation is queued or running; False on timeout."""
         with self._idle:
             return self._idle.wait_for(lambda: not self._queued, timeout)
+
+    def close(self) -> None:
+        """Drop what is queued and end the export running (its child process): the engine is released."""
+        with self._idle:
+            self._queued.difference_update(self._requests)
+            self._requests.clear()
+            self._idle.notify_all()
+        self._processes.close()
 
     def _loaded(self, size: tuple[int, int], gamma: float) -> tuple[Any, str]:
         key = (size, float(gamma))
@@ -178,12 +194,15 @@ class OnnxRuntimeBackend:
             with self._lock:
                 if not self._requests:
                     self._worker = None
+                    self._processes.release()  # under the lock: a new worker's export cannot start meanwhile
                     return
                 key = self._requests.popleft()
-            try:
+            try:  # the export outside _exporting: a new camera's first graph is not held up by it
+                self._exported(*key, in_child=True)
                 self._loaded(*key)
-            except Exception:  # remembered in _failed, reported by status
-                pass
+            except Exception as error:  # reported by status
+                with self._lock:
+                    self._failed.setdefault(key, f"{type(error).__name__}: {error}")
             with self._idle:
                 self._queued.discard(key)
                 self._idle.notify_all()
@@ -193,16 +212,27 @@ class OnnxRuntimeBackend:
         provider it runs on, as the session says."""
         import onnxruntime
 
+        path, sidecar = self._exported(size, gamma, in_child=False)
+        session = onnxruntime.InferenceSession(str(path), providers=self._session_providers(sidecar))
+        return session, session.get_providers()[0]
+
+    def _exported(self, size: tuple[int, int], gamma: float, in_child: bool) -> tuple[Path, dict[str, Any]]:
+        """The export of (size, gamma) and its sidecar, read from the cache or exported into it, on this
+        thread or (``in_child``) in a child process."""
         description = graph_description(self.encoder, gamma, size, self._fingerprint(), OPSET)
         path = self.folder / f"{description_key(description)}.onnx"
         sidecar = self._cached(path, description)
         if sidecar is None and writable(self.folder) != self.folder:  # exported by this process, read-only cache
             path = writable(self.folder) / path.name
             sidecar = self._cached(path, description)
-        if sidecar is None:
+        if sidecar is None and not in_child:
             sidecar = export_graph(self.encoder, self.heads, gamma, size, path, self._fingerprint(), OPSET)
-        session = onnxruntime.InferenceSession(str(path), providers=self._session_providers(sidecar))
-        return session, session.get_providers()[0]
+        elif sidecar is None:
+            self._processes.export(gamma, size, path, self._fingerprint(), OPSET)
+            sidecar = self._cached(path, description)
+            if sidecar is None:
+                raise RuntimeError(f"the export process ended without writing {path} as described")
+        return path, sidecar
 
     def _session_providers(self, sidecar: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         engines = writable(cache_dir("tensorrt")) if TENSORRT in self.providers else cache_dir("tensorrt")

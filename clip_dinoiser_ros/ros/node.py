@@ -13,7 +13,7 @@ import gc
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -25,6 +25,7 @@ from ..model.vocabulary import uses_background
 from ..pipeline import topics
 from ..pipeline.frame_geometry import PairingOptions
 from ..pipeline.frame_pipeline import FrameSettings, VersionedVocabulary, effective_background
+from .text_service import TextEncodingService
 from .torch_threads import Interrupted, run_on_short_lived_thread
 from .vocabulary_switcher import VocabularySwitcher
 from ..srv import SetPrompts
@@ -34,6 +35,8 @@ from .parameters import PARAMETERS, REACTIVATE, RECONFIGURE, SPECS, refusals, ru
 from .activation import LOG_THROTTLE_S, InputSettings, LiveSettings, Activation
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..model import ClipDinoiser, Vocabulary
 
 __all__ = ["ClipDinoiserNode", "LOG_THROTTLE_S", "NODE_NAME"]
@@ -60,6 +63,7 @@ class ClipDinoiserNode(LifecycleNode):
         self._diagnostics_publisher = None
         self._diagnostics_timer = None
         self._random_weights = False
+        self._text_service = TextEncodingService(self, self._encode_texts)  # answers (refuses) unconfigured too
 
     # ---------------------------------------------------------------- parameters
     def param(self, name: str) -> Any:
@@ -200,6 +204,7 @@ class ClipDinoiserNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: Optional[LifecycleState]) -> TransitionCallbackReturn:
+        self._text_service.close()
         self._stop_activation()
         self._release_model()
         if state is not None:  # the transition (not the process ending): the process ends too, status 0
@@ -245,6 +250,8 @@ class ClipDinoiserNode(LifecycleNode):
             self.destroy_service(self._vocabulary_service)
             self._vocabulary_service = None
         device = self._engine.device if self._engine is not None else None
+        if self._engine is not None:
+            self._engine.close()  # an ONNX export running in a child process is terminated
         self._engine = None
         gc.collect()
         if device is not None and device.type == "cuda":
@@ -263,6 +270,14 @@ class ClipDinoiserNode(LifecycleNode):
             raise RuntimeError("the model is not loaded")
         return engine.encode_prompts(prompts, cancelled, max_prompts=self.param("max_prompts"),
                                      max_length=self.param("max_prompt_length"))
+
+    def _encode_texts(self, texts: Sequence[str], cancelled: Callable[[], bool]) -> tuple[np.ndarray, float]:
+        """~/encode_texts: one unit vector per text, with the prompts' templates, limits and embedding cache."""
+        if self._engine is None:
+            raise RuntimeError("the node is not configured: its model loads at configure")
+        from ..model.guided_pooling import LOGIT_SCALE  # torch: loaded with the engine
+
+        return self._encode_prompts(list(texts), cancelled).class_embeddings().numpy(), LOGIT_SCALE
 
     def _on_vocabulary_ready(self, version: int, vocabulary: Vocabulary) -> None:
         self.get_logger().info(f"vocabulary v{version} active: {list(vocabulary.names)}{self._texts_so_far()}")
