@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from clip_dinoiser_ros.mapping import MapSettings, VoxelMap, load_map, query, save_map
+from clip_dinoiser_ros.mapping.carving import seen_through, view_box
+from clip_dinoiser_ros.mapping.half import to_float16, to_float32
+from clip_dinoiser_ros.mapping.query import CHUNK_ROWS, GROUP_ROWS, voxel_probabilities
 from clip_dinoiser_ros.spatial import Intrinsics, PatchGrid
 from map_frames import look_at, random_features, render_depth
 
@@ -136,3 +139,48 @@ def test_inputs_of_another_frame_are_refused_with_the_reason(change, needle):
                              inputs["colour"], GRID, 0.0)
     with pytest.raises(ValueError, match="unit vectors"):
         query(VoxelMap(), np.ones((2, 512), np.float32))
+
+
+def test_fp16_rows_convert_as_numpy_rounds_them_bit_for_bit():
+    rng = np.random.default_rng(5)
+    values = (rng.standard_normal((300, 512)) * np.exp(rng.uniform(-20, 10, (300, 512)))).astype(np.float32)
+    values[0, :3] = 0.0, -0.0, 1e-8  # zeros and an fp16 subnormal
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    halves = to_float16(values)
+    assert halves.dtype == np.float16 and halves.shape == values.shape
+    np.testing.assert_array_equal(halves.view(np.uint16), expected.view(np.uint16))
+    finite = np.isfinite(expected).all(axis=1)
+    np.testing.assert_array_equal(to_float32(expected[finite]), expected[finite].astype(np.float32))
+    assert to_float32(np.zeros((0, 512), np.float16)).shape == (0, 512)
+
+
+def test_query_probabilities_equal_the_rule_recomputed_in_float64():
+    rng = np.random.default_rng(6)
+    count = GROUP_ROWS + 3 * CHUNK_ROWS + 5  # several groups and blocks, short last ones
+    features = (rng.standard_normal((count, 512)) * rng.uniform(0.2, 1.0, (count, 1)) / 22.6).astype(np.float16)
+    objectness = rng.random(count).astype(np.float32)
+    texts = np.stack([unit(rng.standard_normal(512)) for _ in range(5)]).astype(np.float32)
+    texts[1] = unit(features[0].astype(np.float32))  # a confident voxel besides the uncertain ones
+    got = voxel_probabilities(features, objectness, texts, background_index=0)
+    mean = features.astype(np.float64)
+    logits = 100.0 * (mean / np.linalg.norm(mean, axis=1, keepdims=True)) @ texts.T.astype(np.float64)
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    rule = (want.max(axis=1) < 0.99) & (objectness <= 0.5)
+    want[rule, 0] = 1.0
+    want /= want.sum(axis=1, keepdims=True)
+    assert 0 < rule.sum() < count and want[0, 1] > 0.99
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_carving_projects_only_the_voxels_the_view_can_reach():
+    voxel_map = VoxelMap(MapSettings(carve=False))
+    for stamp, yaw in enumerate(np.linspace(-np.pi, np.pi, 8, endpoint=False)):
+        integrate(voxel_map, look_at(np.zeros(3), [np.cos(yaw), np.sin(yaw), 0.0]), [BOX], float(stamp), wall_x=2.0)
+    depth = render_depth(CAMERA, look_at(np.zeros(3), [1.0, 0.0, 0.0]), [], 3.0)  # the box is gone: free now
+    pose = look_at(np.zeros(3), [1.0, 0.0, 0.0])
+    everywhere = voxel_map.rows[seen_through(voxel_map.centres(), depth, CAMERA, pose, 5.0, 0.1)]
+    candidates = voxel_map.rows_in_box(*view_box(CAMERA, pose, float(depth[depth > 0].max())))
+    assert everywhere.size > 50 and np.isin(everywhere, candidates).all()
+    assert candidates.size < len(voxel_map) / 2  # the wall seen from the other headings is not looked at

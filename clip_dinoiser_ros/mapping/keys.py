@@ -24,10 +24,20 @@ def unpack(keys: np.ndarray) -> np.ndarray:
 
 
 def voxel_coords(points: np.ndarray, voxel_size: float) -> np.ndarray:
-    """(n, 3) points in metres -> (n, 3) int64 coordinates of the voxels holding them (floor)."""
-    return np.floor(points / voxel_size).astype(np.int64)
+    """Point coordinates in metres (any layout: (n, 3) rows or (3, n) planes) -> the int64 coordinates of the
+    voxels holding them (floor), in the same layout."""
+    scaled = points / voxel_size
+    return np.floor(scaled, out=scaled).astype(np.int64)
 
 
 def centres(keys: np.ndarray, voxel_size: float) -> np.ndarray:
     """(n, 3) float64 centres of the voxels ``keys`` name."""
     return (unpack(keys) + 0.5) * voxel_size
+
+
+def x_range(low_x: int, high_x: int) -> tuple[int, int]:
+    """The first and the last possible key of the voxels with x coordinate in [``low_x``, ``high_x``] (keys
+    sort x first), clipped to the representable range."""
+    low = min(max(low_x + AXIS_OFFSET, 0), AXIS_MASK)
+    high = min(max(high_x + AXIS_OFFSET, 0), AXIS_MASK)
+    return low << (2 * AXIS_BITS), ((high + 1) << (2 * AXIS_BITS)) - 1

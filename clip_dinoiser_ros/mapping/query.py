@@ -13,11 +13,13 @@ from typing import Optional
 
 import numpy as np
 
+from .half import to_float32
 from .voxel_map import VoxelMap
 
 LOGIT_SCALE = 100.0  # as model.guided_pooling.LOGIT_SCALE (not imported: that module needs torch)
 DEFAULT_DELTA = 0.99
-CHUNK_ROWS = 8192  # fp16 rows converted at a time: the fp32 copy stays small
+CHUNK_ROWS = 1024  # rows converted to fp32 at a time: 2 MiB at E = 512, within the cache
+GROUP_ROWS = 8 * CHUNK_ROWS  # voxels whose softmax is taken together: fewer, longer array passes
 
 
 @dataclass(frozen=True)
@@ -47,23 +49,36 @@ def check_texts(text_embeddings: np.ndarray, feature_dim: int, background_index:
     return texts
 
 
+def cosine_logits(features: np.ndarray, scaled_texts: np.ndarray) -> np.ndarray:
+    """(K, n) float32: the scaled cosine of each of the (n, E) ``features`` (fp16 or fp32) with each column of
+    the (E, K) ``scaled_texts``, texts-major. CHUNK_ROWS rows at a time are converted, multiplied and
+    normalised while they are in the cache, so the features are read once."""
+    logits = np.empty((scaled_texts.shape[1], features.shape[0]), np.float32)
+    for start in range(0, features.shape[0], CHUNK_ROWS):
+        chunk = to_float32(features[start:start + CHUNK_ROWS])
+        squares = np.matmul(chunk[:, None, :], chunk[:, :, None]).reshape(-1)  # row-wise dots, ~2x einsum's speed
+        logits[:, start:start + CHUNK_ROWS] = (chunk @ scaled_texts).T / np.maximum(np.sqrt(squares), 1e-12)
+    return logits
+
+
 def voxel_probabilities(features: np.ndarray, objectness: np.ndarray, texts: np.ndarray,
                         background_index: Optional[int] = None, delta: float = DEFAULT_DELTA) -> np.ndarray:
-    """(N, E) mean ``features`` (fp16 or fp32, read a chunk at a time), their (N,) fused ``objectness`` and
-    (K, E) unit ``texts`` -> (N, K) float32 probabilities."""
+    """(N, E) mean ``features`` (fp16 or fp32), their (N,) fused ``objectness`` and (K, E) unit ``texts`` ->
+    (N, K) float32 probabilities. GROUP_ROWS voxels at a time, texts-major, so that the softmax's
+    reductions over the K texts run along whole rows instead of K values at a time."""
     probs = np.empty((features.shape[0], texts.shape[0]), np.float32)
-    scaled = (LOGIT_SCALE * texts.T).astype(np.float32)
-    for start in range(0, features.shape[0], CHUNK_ROWS):
-        chunk = features[start:start + CHUNK_ROWS].astype(np.float32, copy=False)
-        norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))[:, None]
-        logits = (chunk @ scaled) / np.maximum(norms, 1e-12)
-        logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.ascontiguousarray(LOGIT_SCALE * texts.T, dtype=np.float32)
+    for start in range(0, features.shape[0], GROUP_ROWS):
+        group = slice(start, start + GROUP_ROWS)
+        logits = cosine_logits(features[group], scaled)
+        logits -= logits.max(axis=0)
         np.exp(logits, out=logits)
-        probs[start:start + CHUNK_ROWS] = logits / logits.sum(axis=1, keepdims=True)
-    if background_index is not None:
-        rule = (probs.max(axis=1) < delta) & (objectness <= 0.5)
-        probs[rule, background_index] = 1.0
-        probs[rule] /= probs[rule].sum(axis=1, keepdims=True)
+        logits /= logits.sum(axis=0)
+        if background_index is not None:
+            rule = np.flatnonzero((logits.max(axis=0) < delta) & (objectness[group] <= 0.5))
+            logits[background_index, rule] = 1.0
+            logits[:, rule] /= logits[:, rule].sum(axis=0)
+        probs[group] = logits.T
     return probs
 
 

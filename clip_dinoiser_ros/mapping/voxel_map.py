@@ -16,12 +16,14 @@ import numpy as np
 
 from ..spatial.intrinsics import Intrinsics
 from ..spatial.patch_grid import PatchGrid
-from .carving import seen_through
+from .carving import seen_through, view_box
+from .half import assign_rows, to_float32
 from .integration import FrameVoxels, observe
-from .keys import centres
+from .keys import centres, unpack, x_range
 
 EVICTION_POLICIES = ("distance", "age")
 EVICTION_SLACK = 0.05  # evict this share of the budget beyond what is needed: not a compaction every frame
+MERGE_BLOCK = 512  # voxels whose features are updated together: ~1 MiB of float32 at E = 512
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,8 @@ class VoxelMap:
         settings = self.settings
         frame = observe(depth_m, camera, pose, features, objectness, colour, grid, settings.voxel_size,
                         settings.max_depth_m)
-        if frame.feature_sums.shape[1] != settings.feature_dim:
-            raise ValueError(f"features have {frame.feature_sums.shape[1]} channels, the map {settings.feature_dim}")
+        if frame.patch_features.shape[1] != settings.feature_dim:
+            raise ValueError(f"features have {frame.patch_features.shape[1]} channels, the map {settings.feature_dim}")
         if settings.carve:
             self._carve(depth_m, camera, pose, frame.keys)
         self._merge(frame, pose[:3, 3], float(stamp))
@@ -125,15 +127,28 @@ class VoxelMap:
         self._index_keys, self._index_rows = self._index_keys[keep], self._index_rows[keep]
         self._free = np.concatenate((self._free, rows))
 
+    def rows_in_box(self, lowest: np.ndarray, highest: np.ndarray) -> np.ndarray:
+        """Slots of the live voxels (key order) whose centres may lie in the axis-aligned box [``lowest``,
+        ``highest``] (metres, map frame; a voxel more on each side): keys sort x first, so the box's x range
+        is one stretch of the sorted index, filtered on y and z."""
+        low = np.floor(np.asarray(lowest) / self.settings.voxel_size - 0.5).astype(np.int64)
+        high = np.ceil(np.asarray(highest) / self.settings.voxel_size - 0.5).astype(np.int64)
+        first, last = x_range(int(low[0]), int(high[0]))
+        start = np.searchsorted(self._index_keys, first)
+        stop = np.searchsorted(self._index_keys, last, side="right")
+        coords = unpack(self._index_keys[start:stop])
+        inside = np.all((coords[:, 1:] >= low[1:]) & (coords[:, 1:] <= high[1:]), axis=1)
+        return self._index_rows[start:stop][inside]
+
     def _carve(self, depth_m: np.ndarray, camera: Intrinsics, pose: np.ndarray, hit_keys: np.ndarray) -> None:
-        rows = self.rows
-        free = seen_through(self.centres(rows), depth_m, camera, pose, self.settings.max_depth_m,
-                            self.settings.carve_margin_m)
-        hit = np.zeros(self.slots["keys"].shape[0], bool)
-        found = self.lookup(hit_keys)
-        hit[found[found >= 0]] = True
-        free &= ~hit[rows]
-        carved = rows[free]
+        """Only the voxels in the box around what this frame can see through (up to its farthest depth) are
+        projected: the cost follows the view, not the map's size."""
+        settings = self.settings
+        far = float(np.max(depth_m, where=(depth_m > 0) & (depth_m <= settings.max_depth_m), initial=0.0))
+        rows = self.rows_in_box(*view_box(camera, pose, far))
+        rows = rows[seen_through(self.centres(rows), depth_m, camera, pose, settings.max_depth_m,
+                                 settings.carve_margin_m)]
+        carved = rows[~np.isin(self.slots["keys"][rows], hit_keys, assume_unique=True)]  # a hit is not free
         weight = self.slots["weight"]
         remaining = weight[carved] - 1.0
         self.slots["pixels"][carved] *= np.maximum(remaining, 0.0) / weight[carved]
@@ -152,21 +167,36 @@ class VoxelMap:
             rows[new[order[room:]]] = -2
             new = np.sort(new[order[:room]])
         rows[new] = self.add(keys[new])
-        kept = rows >= 0
-        rows, frame_index = rows[kept], np.flatnonzero(kept)
+        frame_index = np.flatnonzero(rows >= 0)
+        rows = rows[frame_index]
         s = self.slots
         old = s["pixels"][rows].astype(np.float64)
         total = old + frame.pixels[frame_index]
         share = (old / total)[:, None]
-        mean = s["features"][rows].astype(np.float32) * share.astype(np.float32)
-        mean += frame.feature_sums[frame_index] / total[:, None].astype(np.float32)
-        s["features"][rows] = mean
+        self._merge_features(frame, frame_index, rows, share[:, 0], total)
         s["objectness"][rows] = s["objectness"][rows] * share[:, 0] + frame.objectness_sums[frame_index] / total
         s["colour"][rows] = s["colour"][rows] * share + frame.colour_sums[frame_index] / total[:, None]
         s["pixels"][rows] = total
         s["weight"][rows] = np.minimum(s["weight"][rows] + 1.0, self.settings.max_weight)
         s["count"][rows] += 1
         s["last_seen"][rows] = stamp
+
+    def _merge_features(self, frame: FrameVoxels, frame_index: np.ndarray, rows: np.ndarray, share: np.ndarray,
+                        total: np.ndarray) -> None:
+        """New mean = old mean * ``share`` + the frame's pixel-weighted patch features / ``total``, for the
+        frame's voxels ``frame_index`` in slots ``rows``; MERGE_BLOCK voxels at a time, so that the float32
+        work stays in the cache and the fp16 rows are converted at memory speed (mapping.half)."""
+        features = self.slots["features"]
+        inverse_total = np.zeros(frame.keys.size)
+        inverse_total[frame_index] = 1.0 / total
+        weights = (frame.pair_pixels * np.repeat(inverse_total, np.diff(frame.pair_bounds))).astype(np.float32)
+        share = share.astype(np.float32)[:, None]
+        for start in range(0, rows.size, MERGE_BLOCK):
+            block = slice(start, start + MERGE_BLOCK)
+            mean = to_float32(features[rows[block]])
+            mean *= share[block]
+            mean += frame.feature_sums(frame_index[block], weights)
+            assign_rows(features, rows[block], mean)
 
     def _make_room(self, incoming: int, camera_position: np.ndarray, protected: np.ndarray) -> None:
         """Evict so that ``incoming`` new voxels fit the budget (plus a slack), never the ``protected`` slots."""
