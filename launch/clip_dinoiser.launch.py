@@ -11,32 +11,27 @@ node log why and exit 1). ``ros2 launch ... --show-args`` lists them all.
 Two arguments are the launch's own: ``log_level:=debug`` (the node's logger only, as
 ``--ros-args --log-level <node logger>:=debug``: rcl's own loggers stay quiet) and ``respawn:=true``, which
 starts the node again ``respawn_delay`` seconds after it exits, however it exits (launch's ExecuteLocal),
-until the launch itself is stopped.
+until the launch itself is stopped. ``mapping:=true`` also starts the semantic map node
+(clip_dinoiser_mapping.launch.py, its parameters from ``map_params_file``, this namespace and log level).
 """
 from pathlib import Path
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
-from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 
+from clip_dinoiser_ros.ros.launch_arguments import LOG_LEVELS, NOT_GIVEN, ros_arguments
 from clip_dinoiser_ros.ros.parameters import PARAMETERS
 
 DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "config" / "clip_dinoiser.yaml"
-NOT_GIVEN = ""
+MAPPING_LAUNCH = Path(__file__).resolve().parent / "clip_dinoiser_mapping.launch.py"
+DEFAULT_MAP_PARAMS = DEFAULT_PARAMS.parent / "clip_dinoiser_mapping.yaml"
 FORWARDED = {spec.name: spec.description for spec in PARAMETERS}
 FORWARDED["use_sim_time"] = "Use /clock (bag replay) instead of the system clock"
 NODE_NAME = "clip_dinoiser"
-LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
-
-
-def _logger_name(context: LaunchContext) -> str:
-    """The node's rcl logger, ``<namespace with dots>.<name>``: its namespace as launch_ros's Node expands it
-    (under an enclosing PushRosNamespace too)."""
-    namespace = make_namespace_absolute(prefix_namespace(context.launch_configurations.get("ros_namespace"),
-                                                         LaunchConfiguration("namespace").perform(context)))
-    return ".".join([*filter(None, (namespace or "").split("/")), NODE_NAME])
 
 
 def _respawn_delay(context: LaunchContext) -> float:
@@ -48,13 +43,7 @@ def _respawn_delay(context: LaunchContext) -> float:
 
 
 def _node(context: LaunchContext) -> list[LifecycleNode]:
-    # rcl lets the later source win: the file first, then the arguments given.
-    overrides = ["--params-file", LaunchConfiguration("params_file").perform(context),
-                 "--log-level", f"{_logger_name(context)}:={LaunchConfiguration('log_level').perform(context)}"]
-    for name in FORWARDED:
-        value = LaunchConfiguration(name).perform(context)
-        if value != NOT_GIVEN:
-            overrides += ["-p", f"{name}:={value}"]
+    overrides = ros_arguments(context, "params_file", NODE_NAME, FORWARDED)
     return [LifecycleNode(
         package="clip_dinoiser_ros",
         executable="clip_dinoiser_node",
@@ -78,8 +67,17 @@ def generate_launch_description() -> LaunchDescription:
                               description="Start the node again when it exits (until the launch is stopped)"),
         DeclareLaunchArgument("respawn_delay", default_value="2.0",
                               description="Seconds between the node's exit and its restart, with respawn:=true"),
+        DeclareLaunchArgument("mapping", default_value="false", choices=["true", "false"],
+                              description="Also start the semantic map node (clip_dinoiser_mapping.launch.py)"),
+        DeclareLaunchArgument("map_params_file", default_value=str(DEFAULT_MAP_PARAMS),
+                              description="With mapping:=true: the mapping node's parameters"),
         *(DeclareLaunchArgument(name, default_value=NOT_GIVEN,
                                 description=f"{description}. Not given: the value in params_file")
           for name, description in FORWARDED.items()),
     ]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_node)])
+    mapping = GroupAction(  # the mapping launch sees only what is passed here, not this node's arguments
+        [IncludeLaunchDescription(PythonLaunchDescriptionSource(str(MAPPING_LAUNCH)))],
+        condition=IfCondition(LaunchConfiguration("mapping")), forwarding=False,
+        launch_configurations={name: LaunchConfiguration(name)
+                               for name in ("namespace", "log_level", "map_params_file")})
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node), mapping])

@@ -258,28 +258,32 @@ SPECS = {spec.name: spec for spec in PARAMETERS}
 PROMPT_LIMITS = ("prompts", "max_prompts", "max_prompt_length")
 
 
-def refusals(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
+def refusals(changes: Mapping[str, Any], current: Mapping[str, Any],
+             specs: Mapping[str, ParameterSpec] = SPECS) -> dict[str, str]:
     """Why each of ``changes`` is refused, given the ``current`` values of the others (empty: accepted).
 
-    Names this node does not declare (``use_sim_time``, ...) are left to rclpy.
+    Names this node does not declare (``use_sim_time``, ...) are left to rclpy. ``specs``: the node's
+    table (the mapping node has its own); the prompt limits are checked where the table has them.
     """
     found = {name: reason for name, value in changes.items()
-             if name in SPECS and (reason := SPECS[name].problem(value))}
-    if any(name in changes for name in PROMPT_LIMITS) and not any(name in found for name in PROMPT_LIMITS):
-        values = {name: changes.get(name, current.get(name, SPECS[name].default)) for name in PROMPT_LIMITS}
+             if name in specs and (reason := specs[name].problem(value))}
+    if all(name in specs for name in PROMPT_LIMITS) and any(name in changes for name in PROMPT_LIMITS) \
+            and not any(name in found for name in PROMPT_LIMITS):
+        values = {name: changes.get(name, current.get(name, specs[name].default)) for name in PROMPT_LIMITS}
         try:
             parse_prompts(values["prompts"], max_prompts=values["max_prompts"], max_length=values["max_prompt_length"])
         except ValueError as error:
             blamed = next(name for name in PROMPT_LIMITS if name in changes)
-            found[blamed] = f"{blamed}: {changes[blamed]!r} is refused: {error}; allowed: {SPECS[blamed].allowed()}"
+            found[blamed] = f"{blamed}: {changes[blamed]!r} is refused: {error}; allowed: {specs[blamed].allowed()}"
     return found
 
 
-def run_time_refusals(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
+def run_time_refusals(changes: Mapping[str, Any], current: Mapping[str, Any],
+                      specs: Mapping[str, ParameterSpec] = SPECS) -> dict[str, str]:
     """``refusals``, and a change of a start-only parameter: it is read once, so a new value would do nothing."""
-    found = refusals(changes, current)
+    found = refusals(changes, current, specs)
     for name, value in changes.items():
-        if name in SPECS and SPECS[name].applies == START and name not in found and value != current.get(name):
+        if name in specs and specs[name].applies == START and name not in found and value != current.get(name):
             found[name] = (f"{name}: {value!r} is refused: it is read at start only (a run-time change would do "
                            f"nothing); restart the node with -p {name}:={str(value).lower()} or a params file")
     return found

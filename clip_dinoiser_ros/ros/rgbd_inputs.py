@@ -26,6 +26,26 @@ if TYPE_CHECKING:
     from rclpy.qos_overriding_options import QoSOverridingOptions
 
 
+def stamped_input(node: LifecycleNode, message_type: type, topic: str, qos: QoSProfile,
+                  overrides: Optional[QoSOverridingOptions],
+                  refused: Callable[[str], None]) -> tuple[message_filters.SimpleFilter, Any]:
+    """A subscription of ``node`` feeding a message_filters input, and the subscription: a message whose stamp
+    message_filters cannot take (negative) is refused, ``refused`` told why, with a throttled log line."""
+    source = message_filters.SimpleFilter()
+
+    def offer(message: Any) -> None:
+        if not pairable(message):
+            refused(f"{topic}: stamp {message.header.stamp.sec} s is negative")
+            node.get_logger().warning(f"{topic}: a message with a negative stamp is refused",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        source.signalMessage(message)
+
+    subscription = node.create_subscription(message_type, topic, offer, copy.copy(qos),
+                                            qos_overriding_options=overrides)
+    return source, subscription
+
+
 class RgbdInputs:
     """One camera's camera_info (latest kept) and, with a depth topic, its depth and the synchronizer.
 
@@ -54,19 +74,9 @@ class RgbdInputs:
 
     def _input(self, message_type: type, topic: str, qos: QoSProfile,
                overrides: QoSOverridingOptions) -> message_filters.SimpleFilter:
-        source = message_filters.SimpleFilter()
-        self._subscriptions.append(self._node.create_subscription(
-            message_type, topic, lambda message: self._offer(source, topic, message), copy.copy(qos),
-            qos_overriding_options=overrides))
+        source, subscription = stamped_input(self._node, message_type, topic, qos, overrides, self.health.on_refused)
+        self._subscriptions.append(subscription)
         return source
-
-    def _offer(self, source: message_filters.SimpleFilter, topic: str, message: Any) -> None:
-        if not pairable(message):
-            self.health.on_refused(f"{topic}: stamp {message.header.stamp.sec} s is negative")
-            self._node.get_logger().warning(f"{topic}: a message with a negative stamp is refused",
-                                            throttle_duration_sec=LOG_THROTTLE_S)
-            return
-        source.signalMessage(message)
 
     @property
     def has_depth(self) -> bool:

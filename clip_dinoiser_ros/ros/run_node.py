@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 REPLY_GRACE_S = 0.3
 
@@ -28,24 +28,42 @@ def executor_type() -> type:
         return SingleThreadedExecutor
 
 
-def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
-    """Run the node until ``stop`` is set (a signal, or the shutdown transition); 1 when start-up fails."""
+def segmentation_node() -> tuple[str, type, type]:
+    """The segmentation node's name, class and executor (imported on call: rclpy loads after the signals)."""
+    from .node import NODE_NAME, ClipDinoiserNode
+
+    return NODE_NAME, ClipDinoiserNode, executor_type()
+
+
+def mapping_node() -> tuple[str, type, type]:
+    """The mapping node's name, class and executor: a SingleThreadedExecutor, which runs its coroutine service
+    callbacks (EventsExecutor does not)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from .mapping_node import NODE_NAME, MappingNode
+
+    return NODE_NAME, MappingNode, SingleThreadedExecutor
+
+
+def run(stop: threading.Event, argv: Optional[list[str]] = None,
+        node_kind: Callable[[], tuple[str, type, type]] = segmentation_node) -> int:
+    """Run the node ``node_kind`` names until ``stop`` is set (a signal, or the shutdown transition); 1 when
+    start-up fails. The node takes ``stop`` and has ``param``, ``refused_at_start`` and ``finalized``."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.signals import SignalHandlerOptions
 
-    from .node import NODE_NAME, ClipDinoiserNode
-
+    node_name, node_class, executor_class = node_kind()
     if stop.is_set():  # interrupted while torch and rclpy were importing
         return 0
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as error:  # a params file that cannot be read or parsed, a malformed -p
         reason = re.sub(r", at /\S+:\d+", "", str(error).splitlines()[0])
-        print(f"[ERROR] [{NODE_NAME}]: cannot start: {reason}", flush=True)
+        print(f"[ERROR] [{node_name}]: cannot start: {reason}", flush=True)
         return 1
-    node = ClipDinoiserNode(stop)
-    executor = executor_type()()
+    node = node_class(stop)
+    executor = executor_class()
     executor.add_node(node)
     status = 0
     try:
@@ -76,8 +94,9 @@ def run(stop: threading.Event, argv: Optional[list[str]] = None) -> int:
     return status
 
 
-# the torch threads a stop may leave behind (the activation's worker, configure's loader and encoder, the switcher's)
-LEFT_BEHIND_THREADS = ("inference", "model-loader", "vocabulary-encoder")
+# the torch threads a stop may leave behind (the activation's worker, configure's loader and encoder, the switcher's,
+# the ONNX backend's, which loads a session once its export process has ended)
+LEFT_BEHIND_THREADS = ("inference", "model-loader", "vocabulary-encoder", "onnx-export")
 
 
 def _exit(status: int) -> int:
@@ -93,11 +112,17 @@ def _exit(status: int) -> int:
     return status
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None,
+         node_kind: Callable[[], tuple[str, type, type]] = segmentation_node) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    return _exit(run(stop, argv))
+    return _exit(run(stop, argv, node_kind))
+
+
+def map_main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``clip-dinoiser-map-node``."""
+    return main(argv, mapping_node)
 
 
 if __name__ == "__main__":
