@@ -63,17 +63,23 @@ def check_topics(reader: AnyReader, topics: Sequence[str], accepted: Sequence[st
 
 def messages(reader: AnyReader, topics: Sequence[str]) -> Iterator[BagMessage]:
     """The topics' messages in recorded order; a message that cannot be read or decoded is a BagError."""
+    for connection, timestamp, raw in records(reader, topics):
+        yield decode(reader, connection, timestamp, raw)
+
+
+def decode(reader: AnyReader, connection: Any, timestamp: int, raw: bytes) -> BagMessage:
+    """One record of ``records`` deserialised; a BagError when it cannot be."""
+    try:
+        message = reader.deserialize(raw, connection.msgtype)
+    except Exception as error:  # rosbags raises several kinds for a damaged record
+        raise BagError(f"{connection.topic} at {timestamp} ns: cannot decode the message: {error}") from error
+    return BagMessage(connection.topic, connection.msgtype, timestamp, message, raw)
+
+
+def records(reader: AnyReader, topics: Sequence[str]) -> Iterator[tuple[Any, int, bytes]]:
+    """The topics' (connection, log time, raw bytes) in recorded order, undecoded: copying needs no type;
+    rosbags' errors for a damaged file (several kinds, storage by storage) as a BagError."""
     connections = [c for c in reader.connections if c.topic in topics]
-    for connection, timestamp, raw in _records(reader, connections):
-        try:
-            message = reader.deserialize(raw, connection.msgtype)
-        except Exception as error:  # rosbags raises several kinds for a damaged record
-            raise BagError(f"{connection.topic} at {timestamp} ns: cannot decode the message: {error}") from error
-        yield BagMessage(connection.topic, connection.msgtype, timestamp, message, raw)
-
-
-def _records(reader: AnyReader, connections: list) -> Iterator[tuple[Any, int, bytes]]:
-    """rosbags' records, its errors for a damaged file (several kinds, storage by storage) as a BagError."""
     records = reader.messages(connections=connections)
     last = None
     while True:

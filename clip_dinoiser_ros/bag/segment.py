@@ -6,9 +6,11 @@ the node's own FramePipeline: a camera's LabelInfo is written before its first m
 that frame, exactly as the node publishes it. Outputs carry the input's header and are logged at the
 input's receive time, so a player shows them in step. A camera with ``depth_topics`` gets its colour frames
 paired with depth and camera_info by stamp (rgbd_pairing, message_filters as in the node, with the node's
-sync_wait_s, sync_queue_size and depth_scale) and the node's 3D outputs too: points, camera_info, detections_3d. Every other topic (camera_info, tf, ground
-truth, ...) is copied as its ROS 2 type, so the output can replace the input; a topic whose type has
-no ROS 2 Python class here is dropped with a note.
+sync_wait_s, sync_queue_size and depth_scale) and the node's 3D outputs too: points, camera_info, detections_3d. Every topic the run does not make (the
+images, depth, camera_info, tf, ground truth, any custom type, ...) is copied from a rosbag2 input byte for byte
+under its recorded connection (type, definition, type hash, QoS), needing no class for its type, so the output
+can replace the input; a ROS 1 input's topics are converted to their ROS 2 types (a type without one is
+dropped with a note).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from ..pipeline.frame_pipeline import CameraFrame, FrameFailure, FramePipeline, 
 from ..pipeline.messages import Wanted
 from .conversion import message_class, to_rclpy
 from .errors import BagError
-from .reading import BagMessage, check_topics, is_rosbag2, messages, open_bag, to_rgb, topic_types
+from .reading import BagMessage, check_topics, decode, is_rosbag2, open_bag, records, to_rgb, topic_types
 from .rgbd_pairing import BagPairing, CameraInputs, PairedFrame
 from .writing import BagWriter
 
@@ -59,16 +61,29 @@ def _frame_count(reader, cameras: Sequence[str]) -> int:
     return sum(c.msgcount for c in reader.connections if c.topic in cameras)
 
 
-def copied_topics(reader, cameras: Sequence[str]) -> list[str]:
-    """The other topics that can be written as ROS 2 messages; the rest are named on stderr."""
-    kept = []
-    for topic, msgtype in sorted(topic_types(reader).items()):
-        if topic in cameras:
+def made_topics(cameras: Sequence[str]) -> set[str]:
+    """The topics this run writes: an input's own copies of them (a bag segmented before) are replaced."""
+    return {topics.output_topic(camera, name) for camera in cameras for name in topics.OUTPUTS + topics.DEPTH_OUTPUTS}
+
+
+def copied_topics(reader, writer: BagWriter, cameras: Sequence[str]) -> list[str]:
+    """Every topic the run does not make, in the input's order. A rosbag2 input's connections are copied as
+    recorded (``BagWriter.add_copy``); a ROS 1 input's topics need a ROS 2 class. What cannot be kept is
+    named on stderr (a ROS 1 type without a ROS 2 class; an old rosbag2 bag without the definition of a type
+    unknown here)."""
+    made, kept = made_topics(cameras) - set(cameras), []
+    for topic, msgtype in topic_types(reader).items():
+        if topic in made:
+            tqdm.write(f"note: {topic} of the input is replaced by this run's")
             continue
         try:
-            message_class(msgtype)
+            if is_rosbag2(reader):
+                for connection in (c for c in reader.connections if c.topic == topic):
+                    writer.add_copy(connection)
+            elif topic not in cameras:
+                message_class(msgtype)
             kept.append(topic)
-        except ValueError as error:
+        except (ValueError, BagError) as error:
             tqdm.write(f"note: {topic} is not copied: {error}")
     return kept
 
@@ -110,7 +125,6 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
         active = VersionedVocabulary(VERSION, engine.vocabulary)
         pairing = BagPairing(list(options.cameras or camera_inputs(cameras, (), ())), options.pairing)
         paired = set(pairing.topics()) - set(cameras)
-        copied = copied_topics(reader, cameras)
         copy_raw = is_rosbag2(reader)
         frames = 0
         bar = tqdm(total=total, unit="frame", desc="segment", dynamic_ncols=True) if progress is None \
@@ -125,18 +139,20 @@ def segment_bag(bag: Path, cameras: Sequence[str], out: Path, engine: ClipDinois
                     progress.update()
 
             interrupted = False
-            for item in messages(reader, [*cameras, *copied]):
+            for connection, timestamp, raw in records(reader, copied_topics(reader, writer, cameras)):
                 if stop.is_set():
                     interrupted = True
                     break
+                used = connection.topic in cameras or connection.topic in paired
+                item = decode(reader, connection, timestamp, raw) if used or not copy_raw else None
                 if copy_raw:
-                    writer.write_serialized(item.topic, item.msgtype, item.raw, item.timestamp)
+                    writer.copy(connection, timestamp, raw)
                 else:
                     writer.write(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp)
-                if item.topic in cameras:
+                if connection.topic in cameras:
                     header = to_rclpy(item.message.header, "std_msgs/msg/Header")
                     segment(pairing.add_colour(item.topic, header, item, item.timestamp))
-                elif item.topic in paired:
+                elif connection.topic in paired:
                     segment(pairing.add(item.topic, to_rclpy(item.message, item.msgtype), item.timestamp))
             if not interrupted:
                 segment(pairing.flush())

@@ -41,6 +41,7 @@ class BagWriter:
         self.out = out
         self._writer = Writer(out, version=BAG_VERSION, storage_plugin=STORAGES[storage])
         self._connections: dict[tuple[str, str], Connection] = {}
+        self._copies: dict[tuple, Connection] = {}  # copies of the input's connections (add_copy)
         self.messages = 0
 
     def __enter__(self) -> BagWriter:
@@ -71,4 +72,29 @@ class BagWriter:
                 raise BagError(f"cannot record {topic}: no definition of {msgtype} here ({error})") from error
             self._connections[key] = connection
         self._writer.write(connection, timestamp, data)
+        self.messages += 1
+
+    def add_copy(self, connection: Connection) -> Connection:
+        """The output connection copying ``connection`` of a rosbag2 input: its type, definition, type hash,
+        serialisation format and offered QoS as recorded, so any type is kept whether or not a class exists
+        for it. A BagError for an old bag that records no definition of a type unknown here."""
+        ext = connection.ext
+        key = (connection.topic, connection.msgtype, connection.msgdef, connection.digest, ext.serialization_format,
+               repr(ext.offered_qos_profiles))  # connections alike in all of these are one in the output
+        copied = self._copies.get(key)
+        if copied is None:
+            try:
+                copied = self._writer.add_connection(
+                    connection.topic, connection.msgtype, msgdef=connection.msgdef.data or None,
+                    rihs01=connection.digest or None, typestore=ros2_typestore(),
+                    serialization_format=ext.serialization_format, offered_qos_profiles=ext.offered_qos_profiles)
+            except (KeyError, WriterError) as error:
+                raise BagError(f"{connection.topic}: the bag records no definition of {connection.msgtype} and "
+                               f"none is known here ({error})") from error
+            self._copies[key] = copied
+        return copied
+
+    def copy(self, connection: Connection, timestamp: int, data: bytes) -> None:
+        """A rosbag2 record written as it is, byte for byte, on the copy of its connection (``add_copy``)."""
+        self._writer.write(self.add_copy(connection), timestamp, data)
         self.messages += 1

@@ -1,4 +1,4 @@
-"""``clip-dinoiser-bag``: rosbags in, labelled bags, live replay and mIoU reports out.
+"""``clip-dinoiser-bag``: rosbags in, labelled bags, live replay, mIoU reports and 3D maps out.
 
 Exit codes: 0 done, 2 nothing or not everything could be done (the error says why; no partial output is
 left behind), 130 interrupted by Ctrl-C (bags written so far are valid and closed).
@@ -29,6 +29,7 @@ def add_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from clip_dinoiser_ros.cli.bag_map import add_map_parser
     from clip_dinoiser_ros.cli.model_options import add_model_arguments
 
     parser = argparse.ArgumentParser(prog="clip-dinoiser-bag", description=__doc__.split("\n\n")[0])
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the reports")
     evaluate.add_argument("--overwrite", action="store_true")
     add_model_arguments(evaluate, ENGINE + FRAME)
+    add_map_parser(commands)
     return parser
 
 
@@ -193,8 +195,20 @@ def run_eval(args: argparse.Namespace, stop: threading.Event) -> int:
     return evaluate_bags(args, stop, load_engine)
 
 
+def run_map(args: argparse.Namespace, stop: threading.Event) -> int:
+    from clip_dinoiser_ros.cli.bag_map import run_map as map_bag
+
+    return map_bag(args, stop, load_engine)
+
+
+def run_query(args: argparse.Namespace, stop: threading.Event) -> int:
+    from clip_dinoiser_ros.cli.bag_map import run_query as query_map
+
+    return query_map(args, stop, load_engine)
+
+
 COMMANDS = {"info": run_info, "segment": run_segment, "play": run_play, "record": run_record,
-            "from-images": run_from_images, "eval": run_eval}
+            "from-images": run_from_images, "eval": run_eval, "map": run_map, "query": run_query}
 
 if __name__ == "__main__":
     sys.exit(main())

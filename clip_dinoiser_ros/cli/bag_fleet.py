@@ -64,19 +64,26 @@ def not_made(failed: dict[str, str], single: bool) -> int:
     return 2
 
 
-def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) -> int:
-    from clip_dinoiser_ros.pipeline.frame_geometry import PairingOptions
-    from clip_dinoiser_ros.bag.segment import SegmentOptions, camera_inputs, check_inputs, segment_bag
-    from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
+def camera_plan(args: argparse.Namespace) -> tuple:
+    """Each ``--topic``'s depth and camera_info topics (bag.segment.camera_inputs), refused in the options' names."""
+    from clip_dinoiser_ros.bag.segment import camera_inputs
     from clip_dinoiser_ros.pipeline.topics import TopicPlanError
 
-    bags = fleet.find_bags(args.bags)
-    single = fleet.single_bag(args.bags)
     try:
-        cameras = camera_inputs(args.topics, args.depth_topics, args.camera_info_topics)
+        return camera_inputs(args.topics, args.depth_topics, args.camera_info_topics)
     except TopicPlanError as error:
         raise BagError(str(error).replace("depth_topics", "--depth-topic").replace(
             "camera_info_topics", "--camera-info-topic").replace("image_topics", "--topic")) from error
+
+
+def run_segment(args: argparse.Namespace, stop: threading.Event, load_engine) -> int:
+    from clip_dinoiser_ros.pipeline.frame_geometry import PairingOptions
+    from clip_dinoiser_ros.bag.segment import SegmentOptions, check_inputs, segment_bag
+    from clip_dinoiser_ros.pipeline.frame_pipeline import FrameSettings
+
+    bags = fleet.find_bags(args.bags)
+    single = fleet.single_bag(args.bags)
+    cameras = camera_plan(args)
     bags, frames, failed = frame_counts(bags, args.topics, lambda reader: check_inputs(reader, args.topics, cameras))
     outputs = {bag: args.out if single else args.out / bag.name for bag in bags}
     if single:
