@@ -15,7 +15,7 @@ PACKAGE = "clip_dinoiser_ros"
 # distributions (test/test_packaging.py checks both against the imports).
 EXTRAS: dict[str, dict[str, str]] = {
     "train": {"timm": "timm", "matplotlib": "matplotlib"},
-    "eval": {"matplotlib": "matplotlib"},
+    "eval": {"matplotlib": "matplotlib", "scipy": "scipy"},
     "demo": {"skimage": "scikit-image"},
     "onnx": {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript"},
 }

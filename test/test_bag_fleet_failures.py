@@ -128,7 +128,8 @@ def test_when_no_bag_can_be_read_nothing_starts(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def labelled_bag(path: Path, count: int, rate_hz: float, truth_logged_after_masks: bool) -> Path:
+def labelled_bag(path: Path, count: int, rate_hz: float, truth_logged_after_masks: bool,
+                 mask_encoding: str = "mono8") -> Path:
     """Masks (with their label_info) and ground truth for ``count`` frames; the ground truth logged beside each
     mask, or all of it after the last mask (as a bag labelled afterwards)."""
     period = round(1e9 / rate_hz)
@@ -138,10 +139,38 @@ def labelled_bag(path: Path, count: int, rate_hz: float, truth_logged_after_mask
         writer.write("/cam/segmentation/label_info", outputs.label_info(["a", "b", "c"], 0.0, header(10**10)), 1)
         for index in range(count):
             stamp = 10**10 + index * period
-            writer.write("/cam/segmentation/mask", outputs.mask_image(truth, header(stamp)), stamp + 10)
+            mask = outputs.mask_image(truth, header(stamp))
+            mask.encoding = mask_encoding
+            writer.write("/cam/segmentation/mask", mask, stamp + 10)
             writer.write("/gt", outputs.mask_image(truth, header(stamp)),
                          end + stamp if truth_logged_after_masks else stamp + 20)
     return path
+
+
+def test_eval_over_a_fleet_with_a_damaged_bag_scores_the_others_and_names_it(tmp_path, capsys):
+    """As segment: one truncated bag (cannot be opened), one whose masks cannot be decoded (fails mid-run), one
+    good; the good one is scored and reported, the run exits 2 and names each of the other two with its reason."""
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    labelled_bag(bags / "a_truncated", 4, 10.0, False)
+    truncate(bags / "a_truncated")
+    labelled_bag(bags / "b_good", 3, 10.0, False)
+    labelled_bag(bags / "c_undecodable", 3, 10.0, False, mask_encoding="bogus")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a\nb\nc\n")
+    out = tmp_path / "out"
+    assert bag_cli("eval", bags, "--mask-topic", "/cam/segmentation/mask", "--label-topic", "/gt",
+                   "--classes", classes, "--out", out) == 2
+    errors = capsys.readouterr().err
+    assert "2 bag(s) not made" in errors, errors
+    lines = errors.splitlines()
+    assert any(line.strip().startswith("a_truncated:") and "not a readable bag" in line for line in lines), errors
+    assert any(line.strip().startswith("c_undecodable:") and "bogus" in line for line in lines), errors
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["bag"] for row in summary["bags"]] == ["b_good"] and summary["bags"][0]["frames_matched"] == 3
+    assert summary["bags"][0]["miou"] == pytest.approx(1.0)  # the masks equal the ground truth
+    assert "a_truncated: " in summary["meta"]["not_evaluated"] and "c_undecodable: " in summary["meta"]["not_evaluated"]
+    assert (out / "b_good" / "metrics.json").is_file() and not (out / "c_undecodable").exists()
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["interleaved", "labelled_afterwards"])
