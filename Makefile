@@ -6,6 +6,7 @@
 #                  (ROS_DISTRO=kilted: the same in .venv-kilted with the ROS 2 Kilted wheels)
 #   make demo      install, then run the photo-stream demo (make demo WEIGHTS=random)
 #   make bench     install, then run bench/bench_*.py (BENCH=bench/bench_text.py BENCH_ARGS=...)
+#   make gpu-bundle  gpu_bundle/: the offline GPU check (python3 gpu_bundle/gpu_check.py --out DIR; README)
 #   make clean     remove build/ and the stamps (not .venv)
 #
 # Order matters: the interfaces are built with CMake and installed into .venv first (they bring a
@@ -80,7 +81,7 @@ ifeq ($(WEIGHTS),random)
 override DEMO_ARGS += --random-weights
 endif
 
-.PHONY: venv install install-unlocked test demo bench clean colcon-tools
+.PHONY: venv install install-unlocked test demo bench gpu-bundle clean colcon-tools
 
 venv: $(STAMPS)/deps
 # Installs are serialised with a lock (several `make test` may run at once in one checkout).
@@ -127,7 +128,7 @@ $(STAMPS)/interfaces: CMakeLists.txt package.xml setup.py $(INTERFACES) $(SHARE_
 	rm -rf $(SITE_PACKAGES)/clip_dinoiser_ros-*.egg-info
 	touch $@
 
-# The ROS 2 tools no registry serves (ros2 CLI, launch, vision_msgs, composition_interfaces), from
+# The ROS 2 tools no registry serves (ros2 CLI, launch, vision_msgs, composition_interfaces, tf2_ros), from
 # ../shared/ros2-src or their pinned upstream tags; afterwards .venv/bin/ros2 works with nothing sourced.
 $(STAMPS)/ros-tools: .ci/install_ros2_tools.sh .ci/ros2-tools-requirements.txt .ci/fix_ament_paths.py $(STAMPS)/deps
 	bash .ci/install_ros2_tools.sh $(VENV_ABS) $(BUILD)/ros2-tools $(ROS_DISTRO)
@@ -162,6 +163,12 @@ bench: install
 	  echo "== $$script $(BENCH_ARGS)"; \
 	  HF_HUB_OFFLINE=1 $(VPY) $$script $(BENCH_ARGS) || exit $$?; \
 	done
+
+# One folder to carry to a machine with only python3, torch and CUDA (no network): the GPU check, the
+# package's sources, the pure-Python wheels open_clip needs (from the venv), three CamVid frames from
+# ../shared/data (never committed). Rebuilt every time; the check's CPU run is in the test suite.
+gpu-bundle: $(STAMPS)/deps
+	$(VPY) gpu_check/make_bundle.py gpu_bundle
 
 # Optional: colcon, for building this package in a ROS 2 workspace against .venv's ROS wheels
 # (see README). Also fixes .venv's exported CMake paths, which any CMake build against it needs.

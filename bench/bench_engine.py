@@ -65,14 +65,15 @@ def engine_input(engine: ClipDinoiser, image: np.ndarray) -> torch.Tensor:
     return pre.normalize(pre.pad_to_multiple(pixels, engine.patch_size))
 
 
-def baseline_model(clip_model: torch.nn.Module, size: tuple[int, int], device: torch.device) -> torch.nn.Module:
-    """open_clip's model built for ``size`` carrying ``clip_model``'s weights (pos. embedding resized)."""
+def baseline_model(clip_model: torch.nn.Module, size: tuple[int, int], device: torch.device,
+                   model_name: str = MODEL) -> torch.nn.Module:
+    """open_clip's ``model_name`` built for ``size`` carrying ``clip_model``'s weights (pos. embedding resized)."""
     encoder = DenseClipEncoder(clip_model.visual)
     patch = encoder.patch_size
     grid = (size[0] // patch, size[1] // patch)
     state = {k: v.detach().clone() for k, v in clip_model.state_dict().items()}
     state["visual.positional_embedding"] = encoder.positional_embedding(grid, torch.float32).clone()
-    model = open_clip.create_model(MODEL, pretrained=None, force_image_size=size)
+    model = open_clip.create_model(model_name, pretrained=None, force_image_size=size)
     model.load_state_dict(state)
     return model.to(device).eval()
 

@@ -38,11 +38,13 @@ def process_device(requested: str) -> str:
 
 
 class Ranks:
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, always_group: bool = False) -> None:
+        """``always_group``: set the group up for a world of one too (the GPU check runs NCCL on one GPU)."""
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if self.world > 1:
+        self.grouped = self.world > 1 or always_group
+        if self.grouped:
             self._init_group(uses_cuda(device))
 
     def _init_group(self, cuda: bool) -> None:
@@ -62,7 +64,7 @@ class Ranks:
 
     def total(self, matrix: np.ndarray) -> np.ndarray:
         """The sum over processes (int64, exact)."""
-        if self.world == 1:
+        if not self.grouped:
             return matrix
         import torch
         import torch.distributed as dist
@@ -73,7 +75,7 @@ class Ranks:
 
     def gather(self, value: object) -> list[object]:
         """Every process's ``value`` (picklable), in rank order, on every process."""
-        if self.world == 1:
+        if not self.grouped:
             return [value]
         import torch.distributed as dist
 
@@ -82,13 +84,13 @@ class Ranks:
         return values
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.grouped:
             import torch.distributed as dist
 
             dist.barrier()
 
     def close(self) -> None:
-        if self.world > 1:
+        if self.grouped:
             import torch.distributed as dist
 
             dist.destroy_process_group()
