@@ -29,8 +29,8 @@ PLOTS = ["matplotlib>=3.8"]
 EXTRAS_REQUIRE = {
     # clip-dinoiser-train: the DINO teachers (dynamic image size) and the loss curves
     "train": ["timm>=1.0", *PLOTS],
-    # clip-dinoiser-eval: the benchmark report's plots
-    "eval": [*PLOTS],
+    # clip-dinoiser-eval: the benchmark report's plots; clip-dinoiser-eval-3d: nearest neighbours (cKDTree)
+    "eval": [*PLOTS, "scipy>=1.11"],
     # clip-dinoiser-demo: the sample photos and the parameter file
     "demo": ["scikit-image>=0.22"],
     # clip-dinoiser-export and backend onnxruntime: the exporter (torch.onnx's needs onnxscript), the checker
@@ -57,9 +57,11 @@ setup(
         "console_scripts": [
             "clip-dinoiser-segment = clip_dinoiser_ros.cli.segment:main",
             "clip_dinoiser_node = clip_dinoiser_ros.ros.run_node:main",
+            "clip-dinoiser-map-node = clip_dinoiser_ros.ros.run_node:map_main",
             "clip-dinoiser-demo = clip_dinoiser_ros.demo.stream_photos:main",
             "clip-dinoiser-bag = clip_dinoiser_ros.cli.bag:main",
             "clip-dinoiser-eval = clip_dinoiser_ros.cli.eval:main",
+            "clip-dinoiser-eval-3d = clip_dinoiser_ros.cli.eval_3d:main",
             "clip-dinoiser-train = clip_dinoiser_ros.cli.train:main",
             "clip-dinoiser-export = clip_dinoiser_ros.cli.export:main",
         ]
