@@ -1,27 +1,30 @@
 """float16 <-> float32 at memory speed for the map's (n, E) feature rows.
 
 numpy 1.26 converts float16 one value at a time (about 2 ns each: 0.2 s for the features of 200,000 voxels);
-OpenCV's convertFp16 uses the CPU's conversion instructions (F16C), with the same IEEE round-to-nearest-even,
-so the values are the ones numpy's ``astype`` gives, bit for bit."""
+OpenCV 4's convertFp16 uses the CPU's conversion instructions (F16C), with the same IEEE round-to-nearest-even,
+so the values are the ones numpy's ``astype`` gives, bit for bit. OpenCV 5 (the Kilted set) has no
+convertFp16: there numpy's ``astype`` converts, the same values, slower."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+HAS_CONVERT_FP16 = hasattr(cv2, "convertFp16")
 
 
 def to_float32(rows: np.ndarray) -> np.ndarray:
     """(n, E) float16 or float32 rows as float32 (float32 rows are returned as they are, not copied)."""
     if rows.dtype != np.float16:
         return rows.astype(np.float32, copy=False)
-    if rows.size == 0:
-        return np.zeros(rows.shape, np.float32)
+    if rows.size == 0 or not HAS_CONVERT_FP16:
+        return rows.astype(np.float32)
     return cv2.convertFp16(np.ascontiguousarray(rows).view(np.int16))
 
 
 def to_float16(rows: np.ndarray) -> np.ndarray:
     """(n, E) float32 rows rounded to float16."""
-    if rows.size == 0:
-        return np.zeros(rows.shape, np.float16)
+    if rows.size == 0 or not HAS_CONVERT_FP16:
+        return np.asarray(rows, dtype=np.float32).astype(np.float16)
     return cv2.convertFp16(np.ascontiguousarray(rows, dtype=np.float32)).view(np.float16)
 
 
