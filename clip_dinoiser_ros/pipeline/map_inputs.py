@@ -19,6 +19,7 @@ from . import topics
 from .feature_messages import frame_features
 from .frame_geometry import GeometryError, frame_geometry
 from .image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .messages import stamp_ns
 
 GREY = 128  # the colour of voxels of a camera without a colour topic
 
@@ -100,6 +101,5 @@ def map_frame(features: Any, depth: Image, info: CameraInfo, image: Optional[Any
         geometry = frame_geometry(info, depth, height, width, max_pixels, depth_scale)
     except GeometryError as error:
         raise MapFrameError(str(error)) from error
-    stamp = depth.header.stamp.sec + depth.header.stamp.nanosec * 1e-9
     return MapFrame(decoded, geometry.camera, geometry.depth, _colour(image, height, width, max_pixels),
-                    depth.header.frame_id, stamp)
+                    depth.header.frame_id, stamp_ns(depth) * 1e-9)

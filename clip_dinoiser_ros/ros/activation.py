@@ -47,6 +47,13 @@ LABEL_INFO_QOS = QoSProfile(
 # read-only parameter from the first profile it sees and reuses it at every later activate, so the inputs'
 # reliability is input_reliability's alone: an override would freeze it at its first value. rclpy applies
 # an override to the profile object it is given, so every entity gets its own copy of these.
+
+
+def input_reliability(value: str) -> ReliabilityPolicy:
+    """The QoS policy of an ``input_reliability`` parameter value (best_effort or reliable)."""
+    return ReliabilityPolicy.RELIABLE if value == "reliable" else ReliabilityPolicy.BEST_EFFORT
+
+
 OUTPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY)
 INPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.DURABILITY)
 # How often the graph is asked which confidence/<class> topics have subscribers (image_transport's lazy
@@ -129,8 +136,8 @@ class Activation:
         self._class_timer = self._node.create_timer(CLASS_TOPIC_PERIOD_S,
                                                     lambda: self.sync_class_publishers(self._active()),
                                                     clock=Clock(clock_type=ClockType.STEADY_TIME))
-        reliability = ReliabilityPolicy.RELIABLE if inputs.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                               reliability=input_reliability(inputs.reliability))
         overrides = QoSOverridingOptions(INPUT_POLICIES)
         self._sync_wait_s = inputs.pairing.wait_s
         for camera in self._cameras.values():

@@ -12,20 +12,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from nav_msgs.msg import OccupancyGrid
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ..pipeline.frame_geometry import PairingOptions
 from ..pipeline.map_inputs import MapFrameError, map_frame, plan_map_cameras
 from ..pipeline.transforms import transform_matrix
+from .activation import LABEL_INFO_QOS, input_reliability
 from .diagnostics import LOG_THROTTLE_S
 from .map_cameras import MapCameraInputs
 
 if TYPE_CHECKING:
     from .mapping_node import MappingNode
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = LABEL_INFO_QOS  # reliable, transient local, depth 1: a late subscriber gets the current map at once
 POINTS_TOPIC = "semantic_map/points"
 GRID_TOPIC = "semantic_map/grid"
 
@@ -74,9 +75,8 @@ class MapActivation:
         try:
             cameras = plan_map_cameras(node.param("feature_topics"), node.param("depth_topics"),
                                        node.param("camera_info_topics"), node.param("image_topics"))
-            reliability = (ReliabilityPolicy.BEST_EFFORT if node.param("input_reliability") == "best_effort"
-                           else ReliabilityPolicy.RELIABLE)
-            qos = QoSProfile(depth=node.param("sync_queue_size"), reliability=reliability)
+            qos = QoSProfile(depth=node.param("sync_queue_size"),
+                             reliability=input_reliability(node.param("input_reliability")))
             pairing = PairingOptions(0.0, node.param("sync_queue_size"), node.param("sync"), node.param("sync_slop_s"))
             for camera in cameras:
                 self._inputs.append(MapCameraInputs(node, camera, qos, pairing, self._on_frame, self._on_received,
