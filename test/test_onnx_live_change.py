@@ -4,6 +4,12 @@ then taken; Ctrl-C during that export ends the node cleanly (status 0) and its c
 
 Nothing assumes how fast the CPU is: the longest gap between masks across the change is compared with the
 median gap the same node showed before it, and the switch is an event (/diagnostics naming the new graph).
+
+A ``ros2`` command joining the DDS graph is not the export: on the 2-core machines here a new participant
+(the command's own, or the daemon the first command starts seconds later) stalled the node's process for
+~350 ms (no frame taken, no mask sent) in about half the calls, with no change at all (``ros2 param get``). So the daemon is up
+before the pace is measured, and the gaps are counted from the moment ``ros2 param set`` returned: the
+export starts then and lasts 15-30 s, so a stall it caused is still counted.
 """
 from __future__ import annotations
 
@@ -91,11 +97,14 @@ def set_gamma(value: str) -> None:
 def test_a_live_gamma_change_keeps_the_masks_at_the_nodes_pace(tmp_path, probe):
     node, camera, masks, diagnostics = started(tmp_path, probe)
     try:
-        wait_until(lambda: len(masks.messages) >= WARM_UP + STEADY_MASKS or not node.alive(), 600, "steady masks")
-        before = [arrival for _, arrival in masks.messages[WARM_UP:]]
+        ros2("daemon", "start", timeout=60)
+        counted_from = len(masks.messages)
+        wait_until(lambda: len(masks.messages) >= counted_from + STEADY_MASKS or not node.alive(), 600,
+                   "steady masks")
+        before = [arrival for _, arrival in masks.messages[counted_from:]]
         steady = statistics.median(b - a for a, b in zip(before, before[1:]))
-        changed_at = time.time()
         set_gamma("0.1")
+        changed_at = time.time()
         in_use = wait_until(lambda: not node.alive() or any("in use 64x96 gamma 0.1" in g for g in graphs(diagnostics)),
                             EXPORT_FAILSAFE_S, "the gamma 0.1 graph in use")
         assert node.alive(), node.log()
