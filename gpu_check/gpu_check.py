@@ -6,8 +6,10 @@ Built by ``make gpu-bundle`` (gpu_check/make_bundle.py). Runs the engine's CUDA 
 fp32 on real CamVid frames: whole, slide, a batch of two cameras), bench/bench_gpu.py, the ONNX export
 and ONNX Runtime on CUDA/TensorRT (skipped, with the reason, without a GPU build), torch.compile and CUDA
 graphs (bench/bench_compile.py) and distributed.Ranks' NCCL set-up with every collective the tools use.
-Each step runs on its own: a failing one is recorded with its traceback and the others still run.
-Writes DIR/results.json and DIR/results.md; exits 1 when a step failed. Random weights throughout:
+Each step runs on its own: a failing one is recorded with its traceback and the others still run, a step
+past ``--step-timeout`` is stopped (where it comes back to Python) and recorded as failed. DIR/results.json
+and DIR/results.md are written again after every step, so a run killed by the device's time limit still
+leaves the steps it finished. Exits 1 when a step failed. Random weights throughout:
 arithmetic and timing, never segmentation quality. ``--device cpu`` runs the tiny tower (the test suite).
 """
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,26 +31,46 @@ import bundle_env
 
 BUNDLE = Path(__file__).resolve().parent
 MODELS = {"cuda": "ViT-B-16", "cpu": "ViT-Tiny-16-test"}
+STEP_TIMEOUT_S = 240  # a lent GPU has 15 minutes in all: one hung step must not take the others' time
 
 
-def run_steps(check: Any, steps: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each step isolated: passed with its figures, skipped with the reason, or failed with the traceback."""
+class StepTimeout(Exception):
+    pass
+
+
+def _time_is_up(*_: Any) -> None:
+    raise StepTimeout("the step ran past its time limit (--step-timeout)")
+
+
+def run_steps(check: Any, steps: dict[str, Any], names: list[str], timeout_s: float = STEP_TIMEOUT_S,
+              on_step: Callable[[dict[str, dict[str, Any]]], None] = lambda results: None) -> dict[str, dict[str, Any]]:
+    """Each step isolated: passed with its figures, skipped with the reason, or failed with the traceback
+    (a time-out too); ``on_step`` gets the results so far after each step."""
     from check_steps import Skipped
 
-    results = {}
-    for name in names:
-        started = time.perf_counter()
-        try:
-            results[name] = {"status": "passed", "details": steps[name](check)}
-        except Skipped as reason:
-            results[name] = {"status": "skipped", "reason": str(reason)}
-        except Exception as error:  # recorded; the other steps still run
-            results[name] = {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                             "traceback": traceback.format_exc()}
-        results[name]["seconds"] = round(time.perf_counter() - started, 2)
-        print(f"gpu_check: {name} {results[name]['status']} in {results[name]['seconds']} s", file=sys.stderr, flush=True)
-        if check.cuda:
-            torch.cuda.empty_cache()
+    results: dict[str, dict[str, Any]] = {}
+    previous = signal.signal(signal.SIGALRM, _time_is_up)
+    try:
+        for name in names:
+            started = time.perf_counter()
+            signal.setitimer(signal.ITIMER_REAL, timeout_s)
+            try:
+                results[name] = {"status": "passed", "details": steps[name](check)}
+            except Skipped as reason:
+                results[name] = {"status": "skipped", "reason": str(reason)}
+            except Exception as error:  # recorded; the other steps still run
+                results[name] = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                 "traceback": traceback.format_exc()}
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            results[name]["seconds"] = round(time.perf_counter() - started, 2)
+            print(f"gpu_check: {name} {results[name]['status']} in {results[name]['seconds']} s", file=sys.stderr,
+                  flush=True)
+            on_step(results)
+            if check.cuda:
+                torch.cuda.empty_cache()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
     return results
 
 
@@ -77,6 +100,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md, work files")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
+    parser.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT_S, help="seconds allowed to each step")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -94,10 +118,14 @@ def main() -> int:
         "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if check.cuda else platform.processor()
         or "CPU", "model": check.model, "frames": [f"{f.shape[0]}x{f.shape[1]}" for f in frames], **prepared}}
-    report["steps"] = run_steps(check, STEPS, names)
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (args.out / "results.md").write_text(markdown(report))
+
+    def save(results: dict[str, dict[str, Any]]) -> None:
+        report["steps"] = results
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        (args.out / "results.md").write_text(markdown(report))
+
+    save(run_steps(check, STEPS, names, args.step_timeout, save))
     print(f"gpu_check: {args.out / 'results.md'} ({report['seconds']} s)", file=sys.stderr)
     return 1 if any(step["status"] == "failed" for step in report["steps"].values()) else 0
 

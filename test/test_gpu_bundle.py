@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from packaging.requirements import Requirement
@@ -110,3 +112,23 @@ def test_the_regex_stand_in_tokenizes_as_regex_does(monkeypatch):
 def test_a_binary_wheel_is_not_carried(tmp_path):
     with pytest.raises(SystemExit, match="numpy .* is not a pure-Python wheel"):
         load("make_bundle").pure_wheel("numpy", tmp_path)
+
+
+def test_each_step_is_saved_as_it_ends_and_a_hung_step_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "gpu_check"))
+    gpu_check = load("gpu_check")
+    from check_steps import Skipped
+
+    def skipped(_):
+        raise Skipped("no GPU build here")
+
+    saved = []
+    started = time.monotonic()
+    results = gpu_check.run_steps(SimpleNamespace(cuda=False), {
+        "quick": lambda _: {"figure": 1}, "hangs": lambda _: time.sleep(600), "skipped": skipped,
+    }, ["quick", "hangs", "skipped"], timeout_s=1.0, on_step=lambda so_far: saved.append(dict(so_far)))
+    assert time.monotonic() - started < 300  # the hung step did not run its 600 s
+    assert [list(step) for step in saved] == [["quick"], ["quick", "hangs"], ["quick", "hangs", "skipped"]]
+    assert results["quick"] == {"status": "passed", "details": {"figure": 1}, "seconds": results["quick"]["seconds"]}
+    assert results["hangs"]["status"] == "failed" and "time limit" in results["hangs"]["error"]
+    assert results["skipped"]["status"] == "skipped"
