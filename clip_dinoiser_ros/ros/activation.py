@@ -47,13 +47,6 @@ LABEL_INFO_QOS = QoSProfile(
 # read-only parameter from the first profile it sees and reuses it at every later activate, so the inputs'
 # reliability is input_reliability's alone: an override would freeze it at its first value. rclpy applies
 # an override to the profile object it is given, so every entity gets its own copy of these.
-
-
-def input_reliability(value: str) -> ReliabilityPolicy:
-    """The QoS policy of an ``input_reliability`` parameter value (best_effort or reliable)."""
-    return ReliabilityPolicy.RELIABLE if value == "reliable" else ReliabilityPolicy.BEST_EFFORT
-
-
 OUTPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY)
 INPUT_POLICIES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.DURABILITY)
 # How often the graph is asked which confidence/<class> topics have subscribers (image_transport's lazy
@@ -63,6 +56,11 @@ STOP_TIMEOUT_S = 1.0  # then a frame still being segmented is abandoned: a stop 
 OUTPUT_TYPES = {"class_confidences": ClassConfidences, "label_info": LabelInfo, "camera_info": CameraInfo,
                 "points": PointCloud2, "detections": Detection2DArray, "detections_3d": Detection3DArray,
                 "features": SegmentationFeatures}
+
+
+def input_reliability(value: str) -> ReliabilityPolicy:
+    """The QoS policy of an ``input_reliability`` parameter value (best_effort or reliable)."""
+    return ReliabilityPolicy.RELIABLE if value == "reliable" else ReliabilityPolicy.BEST_EFFORT
 
 
 @dataclass(frozen=True)
