@@ -125,7 +125,8 @@ def main() -> int:
         (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
         (args.out / "results.md").write_text(markdown(report))
 
-    save(run_steps(check, STEPS, names, args.step_timeout, save))
+    save({})  # the environment, before any step can hang
+    run_steps(check, STEPS, names, args.step_timeout, on_step=save)
     print(f"gpu_check: {args.out / 'results.md'} ({report['seconds']} s)", file=sys.stderr)
     return 1 if any(step["status"] == "failed" for step in report["steps"].values()) else 0
 
