@@ -5,11 +5,11 @@ then taken; Ctrl-C during that export ends the node cleanly (status 0) and its c
 Nothing assumes how fast the CPU is: the longest gap between masks across the change is compared with the
 median gap the same node showed before it, and the switch is an event (/diagnostics naming the new graph).
 
-A ``ros2`` command joining the DDS graph is not the export: on the 2-core machines here a new participant
-(the command's own, or the daemon the first command starts seconds later) stalled the node's process for
-~350 ms (no frame taken, no mask sent) in about half the calls, with no change at all (``ros2 param get``). So the daemon is up
-before the pace is measured, and the gaps are counted from the moment ``ros2 param set`` returned: the
-export starts then and lasts 15-30 s, so a stall it caused is still counted.
+A ``ros2`` command starting up is not the export: on the 2-core machines here the command, and the daemon
+the first command starts seconds later, stalled the node for ~350 ms (no frame taken, no mask sent) in about
+half the calls with no change at all (``ros2 param get``), while a plain relay node did not stall. So the
+daemon is up before the pace is measured, and the gaps are counted from the moment ``ros2 param set``
+returned: the export starts then and lasts 15-30 s, so a stall it caused is still counted.
 """
 from __future__ import annotations
 
