@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ElementTree
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,16 @@ def setup_arguments():
     return captured
 
 
+@lru_cache(maxsize=1)
+def module_providers() -> dict[str, list[str]]:
+    """Top-level module -> distributions, read once: each read scans every installed distribution (~0.1 s)."""
+    return importlib.metadata.packages_distributions()
+
+
 def distributions_of(module: str, dotted: set[str]) -> set[str]:
     """The distributions providing ``module``; for a namespace shared by several (rosbags, rosbags-image),
     only those that hold one of the submodules actually imported (``dotted``)."""
-    names = importlib.metadata.packages_distributions().get(module, [])
+    names = module_providers().get(module, [])
     if len(names) > 1:
         wanted = {"/".join(name.split(".")[:2]) for name in dotted if name.split(".")[0] == module and "." in name}
         names = [name for name in names if any(
