@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "opencv-python-headless>=4.6",  # the only OpenCV; Ubuntu 24.04 (Jazzy) ships 4.6
     "rosbags>=0.10",
+    "threadpoolctl>=3.1",  # map queries hold BLAS to one thread while their own threads run
     "PyYAML>=6",  # clip-dinoiser-bag segment --params-file reads the node's params file (rclpy needs it anyway)
 ]
 PLOTS = ["matplotlib>=3.8"]

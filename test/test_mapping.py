@@ -6,7 +6,7 @@ import pytest
 from clip_dinoiser_ros.mapping import MapSettings, VoxelMap, load_map, query, save_map
 from clip_dinoiser_ros.mapping.carving import seen_through, view_box
 from clip_dinoiser_ros.mapping.half import to_float16, to_float32
-from clip_dinoiser_ros.mapping.query import CHUNK_ROWS, GROUP_ROWS, voxel_probabilities
+from clip_dinoiser_ros.mapping.query import CHUNK_ROWS, GROUP_ROWS, first_best, voxel_answers
 from clip_dinoiser_ros.spatial import Intrinsics, PatchGrid
 from map_frames import look_at, random_features, render_depth
 
@@ -151,18 +151,20 @@ def test_fp16_rows_convert_as_numpy_rounds_them_bit_for_bit():
     assert halves.dtype == np.float16 and halves.shape == values.shape
     np.testing.assert_array_equal(halves.view(np.uint16), expected.view(np.uint16))
     finite = np.isfinite(expected).all(axis=1)
-    np.testing.assert_array_equal(to_float32(expected[finite]), expected[finite].astype(np.float32))
+    np.testing.assert_array_equal(to_float32(expected[finite]).view(np.uint32),  # bits: -0.0 stays -0.0
+                                  expected[finite].astype(np.float32).view(np.uint32))
     assert to_float32(np.zeros((0, 512), np.float16)).shape == (0, 512)
 
 
-def test_query_probabilities_equal_the_rule_recomputed_in_float64():
+@pytest.mark.parametrize("threads", [1, 3])
+def test_query_answers_equal_the_rule_recomputed_in_float64(threads):
     rng = np.random.default_rng(6)
     count = GROUP_ROWS + 3 * CHUNK_ROWS + 5  # several groups and blocks, short last ones
     features = (rng.standard_normal((count, 512)) * rng.uniform(0.2, 1.0, (count, 1)) / 22.6).astype(np.float16)
     objectness = rng.random(count).astype(np.float32)
     texts = np.stack([unit(rng.standard_normal(512)) for _ in range(5)]).astype(np.float32)
     texts[1] = unit(features[0].astype(np.float32))  # a confident voxel besides the uncertain ones
-    got = voxel_probabilities(features, objectness, texts, background_index=0)
+    got = voxel_answers(features, objectness, texts, background_index=0, threads=threads)
     mean = features.astype(np.float64)
     logits = 100.0 * (mean / np.linalg.norm(mean, axis=1, keepdims=True)) @ texts.T.astype(np.float64)
     want = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -171,7 +173,18 @@ def test_query_probabilities_equal_the_rule_recomputed_in_float64():
     want[rule, 0] = 1.0
     want /= want.sum(axis=1, keepdims=True)
     assert 0 < rule.sum() < count and want[0, 1] > 0.99
-    np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_allclose(got.probs, want, atol=2e-5)
+    np.testing.assert_array_equal(got.labels, want.argmax(axis=1))
+    np.testing.assert_allclose(got.scores, want.max(axis=1), atol=2e-5)
+
+
+def test_the_winning_text_of_a_tie_is_the_first_as_argmax_gives_it():
+    exps = np.random.default_rng(7).random((6, 500)).astype(np.float32)
+    exps[[1, 4], :200] = exps.max(axis=0)[:200] + 1.0  # texts 1 and 4 tie for the best of 200 voxels
+    exps /= exps.max(axis=0)
+    labels = first_best(exps)
+    assert (labels[:200] == 1).all()
+    np.testing.assert_array_equal(labels, exps.argmax(axis=0))
 
 
 def test_carving_projects_only_the_voxels_the_view_can_reach():

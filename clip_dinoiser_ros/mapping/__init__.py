@@ -6,8 +6,9 @@ voxel map, asked with any text later. No ROS and no torch here; the node and the
     voxel_map.integrate(depth_m, camera, pose, f.features, f.objectness, rgb, f.grid, stamp)
     answer = query(voxel_map, text_embeddings, background_index=0)
 """
-from .query import QueryResult, query, voxel_probabilities
+from .query import QueryResult, VoxelAnswers, query, voxel_answers
 from .storage import load_map, save_map
 from .voxel_map import MapSettings, VoxelMap
 
-__all__ = ["MapSettings", "QueryResult", "VoxelMap", "load_map", "query", "save_map", "voxel_probabilities"]
+__all__ = ["MapSettings", "QueryResult", "VoxelAnswers", "VoxelMap", "load_map", "query", "save_map",
+           "voxel_answers"]
