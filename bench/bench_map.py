@@ -71,7 +71,7 @@ def filled_map(voxels: int, dtype: str):
     coords = np.unique(rng.integers(-400, 400, (int(voxels * 1.05), 3)), axis=0)[:voxels]
     rows = voxel_map.add(np.sort(pack(coords)))
     features = rng.standard_normal((voxels, 512)).astype(np.float32)
-    voxel_map.slots["features"][rows] = features / np.linalg.norm(features, axis=1, keepdims=True)
+    voxel_map.set_features(rows, features / np.linalg.norm(features, axis=1, keepdims=True))
     voxel_map.slots["objectness"][rows] = rng.random(voxels)
     voxel_map.slots["weight"][rows] = 1.0
     return voxel_map

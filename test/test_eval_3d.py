@@ -29,7 +29,8 @@ def voxel_row(features: np.ndarray, voxel_size: float = 0.1) -> VoxelMap:
     coords = np.zeros((features.shape[0], 3), np.int64)
     coords[:, 0] = np.arange(features.shape[0])
     rows = voxel_map.add(pack(coords))
-    for name, value in (("features", features), ("weight", 1.0), ("pixels", 1.0), ("count", 1)):
+    voxel_map.set_features(rows, features)
+    for name, value in (("weight", 1.0), ("pixels", 1.0), ("count", 1)):
         voxel_map.slots[name][rows] = value
     return voxel_map
 

@@ -124,6 +124,21 @@ def test_a_saved_map_loads_whole(tmp_path):
         load_map(tmp_path / "other.npz")
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_each_voxel_keeps_the_norm_of_its_stored_feature(dtype, tmp_path):
+    """Queries divide by the kept norms: they must follow every write (merges, evicted slots reused, a load)."""
+    voxel_map = VoxelMap(MapSettings(voxel_size=0.1, budget=400, feature_dtype=dtype))
+    for stamp, y in enumerate((-0.4, -0.2, 0.0, 0.2, 0.4)):
+        integrate(voxel_map, look_at(np.array([0.0, y, 0.0]), [3.0, 0.0, 0.0]), [BOX], float(stamp))
+    assert voxel_map.slots["last_seen"][voxel_map.rows].min() > 0  # the first frame's voxels were evicted
+    save_map(voxel_map, tmp_path / "map.npz")
+    for kept in (voxel_map, load_map(tmp_path / "map.npz")):
+        stored = kept.slots["features"][kept.rows]
+        assert stored.dtype == dtype and kept.slots["count"][kept.rows].max() > 1
+        np.testing.assert_allclose(kept.slots["norm"][kept.rows], np.linalg.norm(stored.astype(np.float64), axis=1),
+                                   rtol=1e-6)
+
+
 @pytest.mark.parametrize("change,needle", [
     (dict(depth=np.zeros((100, 160), np.float32)), "depth is"),
     (dict(colour=np.zeros((120, 160), np.uint8)), "colour must be"),
@@ -164,9 +179,10 @@ def test_query_answers_equal_the_rule_recomputed_in_float64(threads):
     objectness = rng.random(count).astype(np.float32)
     texts = np.stack([unit(rng.standard_normal(512)) for _ in range(5)]).astype(np.float32)
     texts[1] = unit(features[0].astype(np.float32))  # a confident voxel besides the uncertain ones
-    got = voxel_answers(features, objectness, texts, background_index=0, threads=threads)
     mean = features.astype(np.float64)
-    logits = 100.0 * (mean / np.linalg.norm(mean, axis=1, keepdims=True)) @ texts.T.astype(np.float64)
+    norms = np.linalg.norm(mean, axis=1)
+    got = voxel_answers(features, norms.astype(np.float32), objectness, texts, background_index=0, threads=threads)
+    logits = 100.0 * (mean / norms[:, None]) @ texts.T.astype(np.float64)
     want = np.exp(logits - logits.max(axis=1, keepdims=True))
     want /= want.sum(axis=1, keepdims=True)
     rule = (want.max(axis=1) < 0.99) & (objectness <= 0.5)

@@ -33,7 +33,3 @@ def to_float16(rows: np.ndarray) -> np.ndarray:
         return cv2.convertFp16(np.ascontiguousarray(rows, dtype=np.float32)).view(np.float16)
     return cv2.subtract(np.asarray(rows, dtype=np.float32), 0.0, dtype=cv2.CV_16F)
 
-
-def assign_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """``target[rows] = values`` for (n, E) float32 ``values``, rounded by ``to_float16`` into a float16 target."""
-    target[rows] = to_float16(values) if target.dtype == np.float16 else values

@@ -56,15 +56,14 @@ def check_texts(text_embeddings: np.ndarray, feature_dim: int, background_index:
     return texts
 
 
-def cosine_logits(features: np.ndarray, scaled_texts: np.ndarray) -> np.ndarray:
-    """(K, n) float32: the scaled cosine of each of the (n, E) ``features`` (fp16 or fp32) with each column of
-    the (E, K) ``scaled_texts``, texts-major. CHUNK_ROWS rows at a time are converted, multiplied and
-    normalised while they are in the cache, so the features are read once."""
+def cosine_logits(features: np.ndarray, norms: np.ndarray, scaled_texts: np.ndarray) -> np.ndarray:
+    """(K, n) float32: the scaled cosine of each of the (n, E) ``features`` (fp16 or fp32, their (n,) ``norms``)
+    with each column of the (E, K) ``scaled_texts``, texts-major. CHUNK_ROWS rows at a time are converted and
+    multiplied while they are in the cache, so the features are read once."""
     logits = np.empty((scaled_texts.shape[1], features.shape[0]), np.float32)
     for start in range(0, features.shape[0], CHUNK_ROWS):
-        chunk = to_float32(features[start:start + CHUNK_ROWS])
-        squares = np.matmul(chunk[:, None, :], chunk[:, :, None]).reshape(-1)  # row-wise dots, ~2x einsum's speed
-        logits[:, start:start + CHUNK_ROWS] = (chunk @ scaled_texts).T / np.maximum(np.sqrt(squares), 1e-12)
+        chunk = slice(start, start + CHUNK_ROWS)
+        logits[:, chunk] = (to_float32(features[chunk]) @ scaled_texts).T / norms[chunk]
     return logits
 
 
@@ -77,13 +76,13 @@ class VoxelAnswers:
     scores: np.ndarray
 
 
-def answer_group(features: np.ndarray, objectness: np.ndarray, scaled_texts: np.ndarray,
+def answer_group(features: np.ndarray, norms: np.ndarray, objectness: np.ndarray, scaled_texts: np.ndarray,
                  background_index: Optional[int], delta: float, out: VoxelAnswers) -> None:
     """Fill ``out`` (views of one group's rows) texts-major, so that the reductions over the K texts run along
     whole rows. After subtracting each voxel's best logit its best exponential is exactly 1, so its best
     probability is 1 / the sum: the background rule needs no second maximum, and setting the background's
     probability to 1 and normalising again is one division by the sum that includes it."""
-    exps = cosine_logits(features, scaled_texts)
+    exps = cosine_logits(features, norms, scaled_texts)
     exps -= exps.max(axis=0)
     np.exp(exps, out=exps)
     total = exps.sum(axis=0)
@@ -112,13 +111,13 @@ def first_best(exps: np.ndarray) -> np.ndarray:
     return labels
 
 
-def voxel_answers(features: np.ndarray, objectness: np.ndarray, texts: np.ndarray,
+def voxel_answers(features: np.ndarray, norms: np.ndarray, objectness: np.ndarray, texts: np.ndarray,
                   background_index: Optional[int] = None, delta: float = DEFAULT_DELTA,
                   threads: Optional[int] = None) -> VoxelAnswers:
-    """(N, E) mean ``features`` (fp16 or fp32), their (N,) fused ``objectness`` and (K, E) unit ``texts`` ->
-    every voxel's answer. GROUP_ROWS voxels at a time on ``threads`` threads (default: the CPUs this process
-    may use, at most MAX_THREADS); meanwhile BLAS runs one thread per call, as its own threads would only
-    contend with ours (and spin for a core on a loaded machine)."""
+    """(N, E) mean ``features`` (fp16 or fp32), their (N,) float32 ``norms`` (positive) and fused ``objectness``,
+    and (K, E) unit ``texts`` -> every voxel's answer. GROUP_ROWS voxels at a time on ``threads`` threads
+    (default: the CPUs this process may use, at most MAX_THREADS); meanwhile BLAS runs one thread per call, as
+    its own threads would only contend with ours (and spin for a core on a loaded machine)."""
     count = features.shape[0]
     answers = VoxelAnswers(np.empty((count, texts.shape[0]), np.float32), np.empty(count, np.int32),
                            np.empty(count, np.float32))
@@ -126,7 +125,7 @@ def voxel_answers(features: np.ndarray, objectness: np.ndarray, texts: np.ndarra
 
     def answer(start: int) -> None:
         group = slice(start, start + GROUP_ROWS)
-        answer_group(features[group], objectness[group], scaled, background_index, delta,
+        answer_group(features[group], norms[group], objectness[group], scaled, background_index, delta,
                      VoxelAnswers(answers.probs[group], answers.labels[group], answers.scores[group]))
 
     starts = range(0, count, GROUP_ROWS)
@@ -152,6 +151,6 @@ def query(voxel_map: VoxelMap, text_embeddings: np.ndarray, background_index: Op
     texts = check_texts(text_embeddings, voxel_map.settings.feature_dim, background_index)
     rows, used = voxel_map.rows, voxel_map.slots_used
     slots = voxel_map.slots  # slot order, contiguous: no gather of the features; free slots cost a little
-    answers = voxel_answers(slots["features"][:used], slots["objectness"][:used], texts, background_index, delta,
-                            threads)
+    answers = voxel_answers(slots["features"][:used], slots["norm"][:used], slots["objectness"][:used], texts,
+                            background_index, delta, threads)
     return QueryResult(voxel_map.centres(rows), answers.probs[rows], answers.labels[rows], answers.scores[rows])

@@ -5,7 +5,8 @@ finds a voxel's slot, and freed slots are reused, so eviction never moves the la
 the pixel-weighted mean feature, objectness and colour; ``pixels`` (the mean's weight); ``weight``, the
 occupancy evidence (+1 per frame that hits it, up to ``max_weight``; -1 per frame that sees through it,
 which also scales ``pixels`` down, so what comes back after a change takes over; at 0 the voxel is gone);
-the observation count and the time it was last seen.
+the observation count and the time it was last seen. Each feature's norm is kept beside it (``set_features``),
+so that a query reads the large feature array once.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 from ..spatial.intrinsics import Intrinsics
 from ..spatial.patch_grid import PatchGrid
 from .carving import seen_through, view_box
-from .half import assign_rows, to_float32
+from .half import to_float16, to_float32
 from .integration import FrameVoxels, observe
 from .keys import centres, unpack, x_range
 
@@ -52,8 +53,10 @@ class MapSettings:
 SLOT_FIELDS = {  # name: (dtype, trailing shape); the features' dtype and width come from the settings
     "keys": (np.int64, ()), "features": (None, None), "pixels": (np.float32, ()),
     "objectness": (np.float32, ()), "weight": (np.float32, ()), "colour": (np.float32, (3,)),
-    "count": (np.int32, ()), "last_seen": (np.float64, ()),
+    "count": (np.int32, ()), "last_seen": (np.float64, ()), "norm": (np.float32, ()),
 }
+DERIVED_FIELDS = ("norm",)  # recomputed from the features (set_features), never saved
+MIN_NORM = 1e-12  # the norm kept for an all-zero feature: its cosines are 0, not NaN
 
 
 class VoxelMap:
@@ -196,7 +199,22 @@ class VoxelMap:
             mean = to_float32(features[rows[block]])
             mean *= share[block]
             mean += frame.feature_sums(frame_index[block], weights)
-            assign_rows(features, rows[block], mean)
+            self.set_features(rows[block], mean)
+
+    def set_features(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Store (n, E) ``values`` (float32 or float16) as the features of slots ``rows``, rounded to the map's
+        feature dtype, and their norms, taken of the stored values: every writer of features goes through here."""
+        features = self.slots["features"]
+        for start in range(0, rows.size, MERGE_BLOCK):
+            block = slice(start, start + MERGE_BLOCK)
+            stored = to_float32(values[block])
+            if features.dtype == np.float16:
+                half = to_float16(stored)
+                features[rows[block]] = half
+                stored = to_float32(half)
+            else:
+                features[rows[block]] = stored
+            self.slots["norm"][rows[block]] = np.maximum(row_norms(stored), MIN_NORM)
 
     def _make_room(self, incoming: int, camera_position: np.ndarray, protected: np.ndarray) -> None:
         """Evict so that ``incoming`` new voxels fit the budget (plus a slack), never the ``protected`` slots."""
@@ -237,3 +255,8 @@ class VoxelMap:
             if name in self.slots:
                 grown[:self.slots[name].shape[0]] = self.slots[name]
             self.slots[name] = grown
+
+
+def row_norms(rows: np.ndarray) -> np.ndarray:
+    """(n,) L2 norms of (n, E) float32 ``rows``: row-wise dots as a batched product, ~2x einsum's speed."""
+    return np.sqrt(np.matmul(rows[:, None, :], rows[:, :, None]).reshape(-1))
