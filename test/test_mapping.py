@@ -166,8 +166,12 @@ def test_fp16_rows_convert_as_numpy_rounds_them_bit_for_bit():
     assert halves.dtype == np.float16 and halves.shape == values.shape
     np.testing.assert_array_equal(halves.view(np.uint16), expected.view(np.uint16))
     finite = np.isfinite(expected).all(axis=1)
-    np.testing.assert_array_equal(to_float32(expected[finite]).view(np.uint32),  # bits: -0.0 stays -0.0
-                                  expected[finite].astype(np.float32).view(np.uint32))
+    buffer = np.empty((finite.sum(), 512), np.float32)
+    for rows, out in ((expected[finite], None), (expected[finite], buffer), (values[finite], buffer)):
+        converted = to_float32(rows, out=out)
+        assert out is None or converted is out
+        np.testing.assert_array_equal(converted.view(np.uint32),  # bits: -0.0 stays -0.0
+                                      rows.astype(np.float32).view(np.uint32))
     assert to_float32(np.zeros((0, 512), np.float16)).shape == (0, 512)
 
 

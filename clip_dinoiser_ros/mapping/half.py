@@ -8,21 +8,26 @@ function, through a subtraction of +0 into the other type (exact for every value
 by 1 gives the same values ~3x slower)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
 HAS_CONVERT_FP16 = hasattr(cv2, "convertFp16")
 
 
-def to_float32(rows: np.ndarray) -> np.ndarray:
-    """(n, E) float16 or float32 rows as float32 (float32 rows are returned as they are, not copied)."""
-    if rows.dtype != np.float16:
-        return rows.astype(np.float32, copy=False)
-    if rows.size == 0:
-        return rows.astype(np.float32)
+def to_float32(rows: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """(n, E) float16 or float32 rows as float32, written into ``out`` ((n, E) float32, contiguous) when given:
+    a reused buffer spares an allocation per call, and float32 rows copied into one in the cache are read faster
+    by a matrix product than from memory. Without ``out``, float32 rows are returned as they are, not copied."""
+    if rows.dtype != np.float16 or rows.size == 0:
+        if out is None:
+            return rows.astype(np.float32, copy=False)
+        np.copyto(out, rows)
+        return out
     if HAS_CONVERT_FP16:
-        return cv2.convertFp16(np.ascontiguousarray(rows).view(np.int16))
-    return cv2.subtract(rows, 0.0, dtype=cv2.CV_32F)
+        return cv2.convertFp16(np.ascontiguousarray(rows).view(np.int16), dst=out)
+    return cv2.subtract(rows, 0.0, dst=out, dtype=cv2.CV_32F)
 
 
 def to_float16(rows: np.ndarray) -> np.ndarray:

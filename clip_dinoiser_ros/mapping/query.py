@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
+import cv2
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
@@ -59,11 +60,13 @@ def check_texts(text_embeddings: np.ndarray, feature_dim: int, background_index:
 def cosine_logits(features: np.ndarray, norms: np.ndarray, scaled_texts: np.ndarray) -> np.ndarray:
     """(K, n) float32: the scaled cosine of each of the (n, E) ``features`` (fp16 or fp32, their (n,) ``norms``)
     with each column of the (E, K) ``scaled_texts``, texts-major. CHUNK_ROWS rows at a time are converted and
-    multiplied while they are in the cache, so the features are read once."""
+    multiplied while they are in the cache (in one reused buffer), so the features are read once."""
     logits = np.empty((scaled_texts.shape[1], features.shape[0]), np.float32)
+    buffer = np.empty((min(CHUNK_ROWS, features.shape[0]), features.shape[1]), np.float32)
     for start in range(0, features.shape[0], CHUNK_ROWS):
-        chunk = slice(start, start + CHUNK_ROWS)
-        logits[:, chunk] = (to_float32(features[chunk]) @ scaled_texts).T / norms[chunk]
+        chunk = slice(start, min(start + CHUNK_ROWS, features.shape[0]))
+        rows = to_float32(features[chunk], out=buffer[:chunk.stop - start])
+        logits[:, chunk] = (rows @ scaled_texts).T / norms[chunk]
     return logits
 
 
@@ -97,7 +100,7 @@ def answer_group(features: np.ndarray, norms: np.ndarray, objectness: np.ndarray
         labels[rule] = background_index  # its probability total / (2 total - e) > 1/2 beats every other
         total = renormalised
     exps /= total
-    out.probs[:] = exps.T
+    cv2.transpose(exps, dst=out.probs)  # ~3x numpy's strided copy
     out.labels[:] = labels
     out.scores[:] = best / total
 
