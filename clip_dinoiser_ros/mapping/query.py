@@ -100,7 +100,7 @@ def answer_group(features: np.ndarray, norms: np.ndarray, objectness: np.ndarray
         labels[rule] = background_index  # its probability total / (2 total - e) > 1/2 beats every other
         total = renormalised
     exps /= total
-    cv2.transpose(exps, dst=out.probs)  # ~3x numpy's strided copy
+    cv2.transpose(exps, dst=out.probs)  # 2-3x numpy's strided copy
     out.labels[:] = labels
     out.scores[:] = best / total
 
