@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from abandoned_parts import plant_abandoned
 from clip_dinoiser_ros.model import CheckpointError, ClipDinoiser, DinoiserHeads, WeightsUnavailableError
 from clip_dinoiser_ros.model import heads_download, save_checkpoint
 from clip_dinoiser_ros.model.heads import build_heads
@@ -130,10 +131,11 @@ def test_published_constant_pins_the_papers_commit():
 
 def test_published_is_downloaded_verified_and_loads_through_build_heads(tmp_path, server, published, checkpoint):
     cache = tmp_path / "cache"
+    abandoned = plant_abandoned(cache / heads_download.cache_file_name(published.url))  # a download killed outright
     path = resolve_heads("published", published=published, cache_dir=cache)
     assert path.parent == cache and path.name.endswith("-last.pt")
     assert path.read_bytes() == checkpoint.read_bytes()
-    assert all_files(cache) == [path]  # no temporary left
+    assert all_files(cache) == [path] and not abandoned.exists()  # no temporary left, the abandoned one removed
     assert server.requests == ["/ckpt/last.pt"]
     assert_same_heads(build_heads(path, FEATURE_DIM), checkpoint)
 

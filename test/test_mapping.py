@@ -3,6 +3,7 @@ a saved map comes back whole. Features here are chosen or random vectors: no mod
 import numpy as np
 import pytest
 
+from abandoned_parts import plant_abandoned
 from clip_dinoiser_ros.mapping import MapSettings, VoxelMap, load_map, query, save_map
 from clip_dinoiser_ros.mapping.carving import seen_through, view_box
 from clip_dinoiser_ros.mapping.half import to_float16, to_float32
@@ -112,8 +113,10 @@ def test_a_saved_map_loads_whole(tmp_path):
     voxel_map = VoxelMap(MapSettings(voxel_size=0.1, budget=50_000))
     for stamp, y in enumerate((-0.2, 0.0, 0.2)):
         integrate(voxel_map, look_at(np.array([0.0, y, 0.0]), [3.0, 0.0, 0.0]), [BOX], float(stamp))
+    abandoned = plant_abandoned(tmp_path / "map.npz")  # by an earlier save killed outright
     save_map(voxel_map, tmp_path / "map.npz")
     loaded = load_map(tmp_path / "map.npz")
+    assert not abandoned.exists() and not list(tmp_path.glob(".*.part"))
     assert loaded.settings == voxel_map.settings and len(loaded) == len(voxel_map)
     for name, values in voxel_map.slots.items():
         np.testing.assert_array_equal(loaded.slots[name][loaded.rows], values[voxel_map.rows], err_msg=name)

@@ -12,6 +12,7 @@ import onnxruntime
 import pytest
 import torch
 
+from abandoned_parts import plant_abandoned
 from clip_dinoiser_ros.model import ClipDinoiser, DinoiserHeads, random_clip
 from clip_dinoiser_ros.model import onnx_backend
 from clip_dinoiser_ros.model.heads_download import cache_dir
@@ -56,9 +57,11 @@ def test_the_export_command_writes_a_checked_graph_its_sidecar_and_a_trtexec_lin
 
 def test_the_export_command_writes_the_text_input_of_a_vocabulary(tmp_path):
     out = tmp_path / "camera.onnx"
+    abandoned = plant_abandoned(out)  # by an earlier export killed outright
     result = export_cli("--size", "120x160", "--short-side", "64", "--random-weights", "--clip-model", TINY_MODEL,
                         "--prompts", "road", "car|truck", "--out", str(out))
     assert result.returncode == 0, result.stderr
+    assert not abandoned.exists() and not list(tmp_path.glob(".*.part"))
     text = np.load(tmp_path / "camera.text.npy")
     classes = json.loads((tmp_path / "camera.classes.json").read_text())
     assert text.shape == (3, 32) and text.dtype == np.float32

@@ -8,7 +8,7 @@ from typing import Union
 
 import numpy as np
 
-from ..atomic_file import atomic_write
+from ..atomic_file import atomic_write, remove_abandoned
 from .voxel_map import DERIVED_FIELDS, SLOT_FIELDS, MapSettings, VoxelMap
 
 FORMAT = "clip_dinoiser_ros voxel map 1"
@@ -21,6 +21,7 @@ def save_map(voxel_map: VoxelMap, path: Union[str, Path]) -> None:
     rows = voxel_map.rows
     fields = {name: voxel_map.slots[name][rows] for name in SAVED_FIELDS}
     header = json.dumps({"format": FORMAT, "settings": asdict(voxel_map.settings)})
+    remove_abandoned(Path(path))  # earlier saves killed outright: a map can be ~500 MB
     with atomic_write(Path(path)) as sink:
         np.savez(sink, header=np.array(header), **fields)
 

@@ -14,14 +14,15 @@ import http.client
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Optional, Union
 
+from ..atomic_file import atomic_path, remove_abandoned
 from .errors import CheckpointError, WeightsUnavailableError
 from .user_cache import writable
 
@@ -133,15 +134,16 @@ def cached_download(remote: RemoteFile, cache_dir: Path, timeout: float) -> Path
 
 
 def download(remote: RemoteFile, target: Path, timeout: float) -> None:
-    """Fetch into a hidden temporary file next to ``target``, verify, rename; on any failure remove it."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    except OSError as error:
-        raise unavailable(remote, target, f"cannot write to the cache folder {target.parent}: {error}") from error
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(handle, "wb") as sink:
+    """Fetch into a hidden temporary file next to ``target``, verify, rename; on any failure (Ctrl-C included)
+    remove it, and first remove those of earlier downloads killed outright (atomic_file)."""
+    with ExitStack() as writing:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_abandoned(target)
+            temporary = writing.enter_context(atomic_path(target))
+        except OSError as error:
+            raise unavailable(remote, target, f"cannot write to the cache folder {target.parent}: {error}") from error
+        with open(temporary, "wb") as sink:
             fetch(remote, sink, target, timeout)
         actual = digest_mismatch(remote, temporary)
         if actual:
@@ -149,10 +151,6 @@ def download(remote: RemoteFile, target: Path, timeout: float) -> None:
                 f"{remote.what} refused: the download from {remote.url} has {digest_name(remote)} {actual}, "
                 f"expected {remote.digest}; nothing was kept"
             )
-        os.replace(temporary, target)
-    except BaseException:  # Ctrl-C included: a partial file must never be left behind
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def fetch(remote: RemoteFile, sink: BinaryIO, target: Path, timeout: float) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -18,7 +16,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ..atomic_file import PUBLIC_MODE, atomic_write
+from ..atomic_file import atomic_path, atomic_write, remove_abandoned
 from .dense_clip import DenseClipEncoder
 from .heads_download import sha256_of
 from .patch_graph import INPUT_NAMES, OUTPUT_NAMES, PatchGraph
@@ -89,18 +87,13 @@ def export_graph(encoder: DenseClipEncoder, heads: nn.Module, gamma: float, size
                                     output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True,
                                     dynamic_shapes={"pixels": {0: batch}, "text_embeddings": {0: synonyms}},
                                     external_data=False, verbose=False)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        program.save(temporary)  # an ONNX program saves to a path, not a stream: atomic_write cannot serve it
-        os.chmod(temporary, PUBLIC_MODE)
-        onnx.checker.check_model(temporary)
-        norms = [node.name for node in onnx.load(temporary, load_external_data=False).graph.node
+    remove_abandoned(path)  # earlier exports of this file killed outright: a ViT-B/16 graph is ~350 MB
+    with atomic_path(path) as temporary:
+        program.save(str(temporary))  # an ONNX program saves to a path, not a stream
+        onnx.checker.check_model(str(temporary))
+        norms = [node.name for node in onnx.load(str(temporary), load_external_data=False).graph.node
                  if node.op_type == "LayerNormalization"]
         digest = sha256_of(temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     sidecar = {**description, "key": description_key(description), "onnx_sha256": digest,
                "weights": dict(weights or {}), "layer_norms": norms, "layer_norm_fp32": bool(norms)}
     write_sidecar(path, sidecar)
