@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from map_frames import quaternion_pose
-from ros_harness import LoggedProcess, Probe, wait_until
+from ros_harness import LoggedProcess, Probe, parameter_client, set_parameter, wait_until
 from clip_dinoiser_ros.supervision import installed_script, write_params_file
 
 HEIGHT, WIDTH, PATCH = 48, 64, 16
@@ -36,11 +36,11 @@ def unit(text: str) -> np.ndarray:
 class FakeEncoder:
     """EncodeTexts in the probe: each known text's unit vector; an unknown text is refused."""
 
-    def __init__(self, probe: Probe, name: str) -> None:
+    def __init__(self, probe: Probe, name: str, callback_group=None) -> None:
         from clip_dinoiser_ros.srv import EncodeTexts
 
         self.calls: list[list[str]] = []
-        self.service = probe.node.create_service(EncodeTexts, name, self._answer)
+        self.service = probe.node.create_service(EncodeTexts, name, self._answer, callback_group=callback_group)
 
     def _answer(self, request, response):
         self.calls.append(list(request.texts))
@@ -51,6 +51,33 @@ class FakeEncoder:
         response.success, response.dimension, response.logit_scale = True, DIM, 100.0
         response.embeddings = np.concatenate([unit(text) for text in request.texts]).tolist()
         return response
+
+
+class StalledEncoder(FakeEncoder):
+    """The fake encoder, but until ``release`` it takes each request and holds its answer back (in a reentrant
+    callback group: a held answer must not hold back the probe's other callbacks)."""
+
+    def __init__(self, probe: Probe, name: str) -> None:
+        from rclpy.callback_groups import ReentrantCallbackGroup
+
+        self.probe, self.held, self.held_texts = probe, [], []
+        super().__init__(probe, name, ReentrantCallbackGroup())
+
+    async def _answer(self, request, response):
+        from rclpy.task import Future
+
+        if self.held is not None:
+            held = Future(executor=self.probe.executor)
+            self.held.append(held)
+            self.held_texts.append(list(request.texts))
+            await held
+        return super()._answer(request, response)
+
+    def release(self) -> None:
+        """Send every held answer now, late, and answer at once from now on."""
+        held, self.held = self.held, None
+        for future in held:
+            future.set_result(None)
 
 
 def map_node(directory, *ros_arguments: str, **parameters) -> LoggedProcess:
@@ -272,6 +299,28 @@ def test_save_and_load_round_trip_and_a_query_without_encoder_is_refused(scene, 
         assert not missing.success and "none.npz" in missing.message
     finally:
         assert other.stop() == 0, other.tail()
+
+
+def test_a_query_the_encoder_does_not_answer_in_time_is_refused_and_its_late_answer_ignored(probe, tmp_path):
+    from clip_dinoiser_ros.srv import QueryMap
+
+    encoder = StalledEncoder(probe, "/stalled/encode_texts")
+    node = map_node(tmp_path, "-r", "__ns:=/slow", encode_texts_service="/stalled/encode_texts", encode_timeout_s=0.5)
+    try:
+        client = probe.node.create_client(QueryMap, "/slow/clip_dinoiser_map/query")
+        refused = probe.call(client, QueryMap.Request(texts=["box"]), timeout=60)
+        assert not refused.success
+        assert "/stalled/encode_texts did not answer within 0.5 s (encode_timeout_s)" in refused.message, refused.message
+        assert ["box"] in encoder.held_texts and not encoder.calls  # it was asked, and is still holding the answer
+        encoder.release()
+        wait_until(lambda: ["box"] in encoder.calls, 30, "the late answer sent")
+        answer = set_parameter(parameter_client(probe, "/slow/clip_dinoiser_map"), "encode_timeout_s", 60.0)
+        assert answer.successful, answer.reason
+        answered = probe.call(client, QueryMap.Request(texts=["box"]), timeout=90)
+        assert answered.success and "the map is empty" in answered.message, answered.message
+        assert node.alive(), node.tail()
+    finally:
+        assert node.stop() == 0, node.tail()
 
 
 def test_config_lists_every_mapping_parameter_with_its_default_and_comment():
