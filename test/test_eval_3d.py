@@ -23,6 +23,29 @@ TINY = ["--clip-model", "ViT-Tiny-16-test", "--random-weights"]
 CLASSES = ["floor", "chair", "table", "other"]
 
 
+def write_ply(path: Path, points: np.ndarray, labels: np.ndarray, form: str, label_type: str = "int") -> Path:
+    """A labelled cloud as datasets write them: x y z, a colour, the label, then a face element (not read)."""
+    kinds = {"float": "f4", "uchar": "u1", "int": "i4", "ushort": "u2"}
+    properties = [("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"), ("green", "uchar"),
+                  ("blue", "uchar"), ("label", label_type)]
+    header = ["ply", f"format {form} 1.0", "comment labelled test cloud", f"element vertex {len(points)}",
+              *(f"property {kind} {name}" for name, kind in properties), "element face 1",
+              "property list uchar int vertex_indices", "end_header"]
+    columns = [*points.T, *np.full((3, len(points)), 200), labels]
+    if form == "ascii":
+        body = "".join(" ".join(repr(float(v)) if i < 3 else str(int(v)) for i, v in enumerate(row)) + "\n"
+                       for row in zip(*columns)) + "3 0 1 2\n"
+        path.write_text("\n".join(header) + "\n" + body)
+        return path
+    order = "<" if form == "binary_little_endian" else ">"
+    vertices = np.empty(len(points), [(name, order + kinds[kind]) for name, kind in properties])
+    for (name, _), column in zip(properties, columns):
+        vertices[name] = column
+    face = np.array([3], np.uint8).tobytes() + np.array([0, 1, 2], order + "i4").tobytes()
+    path.write_bytes(("\n".join(header) + "\n").encode() + vertices.tobytes() + face)
+    return path
+
+
 def voxel_row(features: np.ndarray, voxel_size: float = 0.1) -> VoxelMap:
     """Voxels (i, 0, 0), i = 0..n-1, holding ``features`` (n, E) in float32: queries see them exactly."""
     voxel_map = VoxelMap(MapSettings(voxel_size=voxel_size, feature_dim=features.shape[1], feature_dtype="float32"))
@@ -110,6 +133,36 @@ def test_bad_ground_truth_is_refused_with_the_reason(tmp_path, content, needle):
         read_labelled_points(tmp_path / "gt.npz", 4)
 
 
+@pytest.mark.parametrize("form", ["ascii", "binary_little_endian", "binary_big_endian"])
+def test_a_ply_cloud_reads_as_the_same_points_and_labels(tmp_path, form):
+    points = np.random.default_rng(3).uniform(-5, 5, (50, 3)).astype(np.float32).astype(np.float64)
+    labels = np.arange(50) % 4 - 1  # -1: unlabelled
+    got = read_labelled_points(write_ply(tmp_path / "gt.ply", points, labels, form), 4)
+    np.testing.assert_array_equal(got.points, points)
+    np.testing.assert_array_equal(got.labels, labels)
+    scannet = read_labelled_points(write_ply(tmp_path / "scannet.ply", points, labels + 1, form, "ushort"), 4)
+    np.testing.assert_array_equal(scannet.labels, labels + 1)  # ScanNet's labels: ushort, 0 = unannotated
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"solid cube\n", "not a PLY file"),
+    (b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
+     b"property float z\nproperty int label\nend_header\n" + bytes(20), "truncated: 20 bytes for 2 vertices of 16"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+     b"property uchar red\nend_header\n0 0 0 9\n", "need x, y, z and one of label, class_id, class, semantic; "
+     "they have x, y, z, red"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+     b"property float label\nend_header\n0 0 0 1.5\n", "labels must be integers"),
+    (b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int vertex_indices\nelement vertex 1\n"
+     b"end_header\n", "the vertices must be the first element"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty half x\nend_header\n", "bad PLY header line"),
+])
+def test_a_bad_ply_cloud_is_refused_with_the_reason(tmp_path, content, needle):
+    (tmp_path / "gt.ply").write_bytes(content)
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        read_labelled_points(tmp_path / "gt.ply", 4)
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     """Ten voxels in a row: floor x5, chair x3, table, other (their text embeddings, from the engine the CLI
@@ -124,11 +177,12 @@ def scene(tmp_path_factory) -> Path:
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3])  # voxel 4 is chair taken for floor, voxel 7 table for chair
     points = np.vstack([points, [[5.0, 0, 0], [9.0, 9.0, 9.0]]])  # a floor point 4 m from any voxel; unlabelled
     np.savez(folder / "gt.npz", points=points, labels=np.append(labels, [0, -1]))
+    write_ply(folder / "gt.ply", points, np.append(labels, [0, -1]), "binary_little_endian")
     return folder
 
 
-def run_cli(scene: Path, *extra: str) -> int:
-    return main([str(scene / "map.npz"), "--ground-truth", str(scene / "gt.npz"), "--classes",
+def run_cli(scene: Path, *extra: str, truth: str = "gt.npz") -> int:
+    return main([str(scene / "map.npz"), "--ground-truth", str(scene / truth), "--classes",
                  str(scene / "classes.txt"), "--exclude", "other", *extra, *TINY])
 
 
@@ -147,6 +201,14 @@ def test_the_command_scores_a_synthetic_map_exactly(scene, tmp_path, capsys):
     assert result["confusion"][0] == [4, 0, 0, 0, 1] and result["confusion"][3] == [0, 0, 0, 0, 0]
     assert "| floor | 5 | 80.00 | 66.67 |" in printed and "mAcc: 65.56" in printed and "F-mIoU: 58.33" in printed
     assert RANDOM_NOTICE in printed and result["weights"] == RANDOM_NOTICE
+
+
+def test_the_command_scores_a_ply_ground_truth_as_the_same_npz(scene, tmp_path):
+    assert run_cli(scene, "--json", str(tmp_path / "npz.json")) == 0
+    assert run_cli(scene, "--json", str(tmp_path / "ply.json"), truth="gt.ply") == 0
+    from_ply, from_npz = (json.loads((tmp_path / name).read_text()) for name in ("ply.json", "npz.json"))
+    assert from_ply.pop("ground_truth").endswith("gt.ply") and from_npz.pop("ground_truth").endswith("gt.npz")
+    assert from_ply == from_npz and from_ply["pairs"] == 10
 
 
 def test_the_command_pairs_as_concept_graphs_with_map_to_gt(scene, tmp_path, capsys):

@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "clip-dinoiser-bag map)")
     parser.add_argument("--ground-truth", type=Path, required=True,
                         help=".npz with 'points' (N, 3) in metres in the map's frame and 'labels' (N,) integer class "
-                        "ids (line numbers of --classes from 0; negative: unlabelled, left out)")
+                        "ids (line numbers of --classes from 0; negative: unlabelled, left out), or a .ply (ASCII "
+                        "or binary) whose vertices have x y z and the ids in 'label', 'class_id', 'class' or "
+                        "'semantic' (as ScanNet's *_vh_clean_2.labels.ply)")
     parser.add_argument("--classes", type=Path, required=True,
                         help="line i names class id i; synonyms separated by commas (as clip-dinoiser-bag eval)")
     parser.add_argument("--exclude", action="extend", nargs="+", default=[], metavar="CLASS",

@@ -27,9 +27,11 @@ from scipy.spatial import cKDTree
 
 from ..mapping import VoxelMap, query
 from .metrics import ConfusionMatrix
+from .ply import read_ply_vertices
 
 ASSOCIATIONS = ("gt-to-map", "map-to-gt")
 NO_VOXEL = -1  # the prediction of a ground-truth point with no voxel within the radius
+LABEL_PROPERTIES = ("label", "class_id", "class", "semantic")  # the vertex property a .ply's class ids are in
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,12 +43,9 @@ class LabelledPoints:
 
 
 def read_labelled_points(path: Union[str, Path], num_classes: int) -> LabelledPoints:
-    """The .npz with arrays ``points`` (N, 3) and ``labels`` (N,); ValueError saying what is wrong."""
-    try:
-        with np.load(path, allow_pickle=False) as content:
-            points, labels = content["points"], content["labels"]
-    except (KeyError, OSError, ValueError) as error:
-        raise ValueError(f"{path}: not an .npz holding 'points' (N, 3) and 'labels' (N,): {error}") from error
+    """A .npz with arrays ``points`` (N, 3) and ``labels`` (N,), or a .ply whose vertices have x y z and one of
+    LABEL_PROPERTIES; ValueError saying what is wrong."""
+    points, labels = ply_points(path) if Path(path).suffix.lower() == ".ply" else npz_points(path)
     if points.ndim != 2 or points.shape[1] != 3 or labels.shape != (points.shape[0],) or not points.shape[0]:
         raise ValueError(f"{path}: points must be (N, 3) and labels (N,) with N > 0, got {points.shape} and "
                          f"{labels.shape}")
@@ -55,6 +54,30 @@ def read_labelled_points(path: Union[str, Path], num_classes: int) -> LabelledPo
     if labels.max() >= num_classes:
         raise ValueError(f"{path}: label {labels.max()} but the classes file names {num_classes} classes")
     return LabelledPoints(points.astype(np.float64), labels.astype(np.int64))
+
+
+def npz_points(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            return content["points"], content["labels"]
+    except (KeyError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not an .npz holding 'points' (N, 3) and 'labels' (N,): {error}") from error
+
+
+def ply_points(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """x y z and the label property of the vertices; an ASCII file's labels must be whole numbers."""
+    try:
+        vertices = read_ply_vertices(path)
+    except OSError as error:
+        raise ValueError(f"{path}: {error}") from error
+    label = next((name for name in LABEL_PROPERTIES if name in vertices), None)
+    if label is None or not {"x", "y", "z"} <= set(vertices):
+        raise ValueError(f"{path}: the vertices need x, y, z and one of {', '.join(LABEL_PROPERTIES)}; they have "
+                         f"{', '.join(vertices)}")
+    labels = vertices[label]
+    if np.issubdtype(labels.dtype, np.floating) and np.array_equal(labels, np.round(labels)):
+        labels = labels.astype(np.int64)  # an ASCII file's values are read as floats
+    return np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1), labels
 
 
 def scored_classes(labels: np.ndarray, excluded: Sequence[int] = ()) -> np.ndarray:
