@@ -25,6 +25,7 @@ from .voxel_map import VoxelMap
 LOGIT_SCALE = 100.0  # as model.guided_pooling.LOGIT_SCALE (not imported: that module needs torch)
 DEFAULT_DELTA = 0.99
 CHUNK_ROWS = 1024  # rows converted to fp32 at a time: 2 MiB at E = 512, within the cache
+BATCH_ROWS = 32  # rows per BLAS call (OpenBLAS's small-matrix kernels take up to ~1e6 multiply-adds: K <= 61)
 GROUP_ROWS = 8 * CHUNK_ROWS  # voxels whose softmax is taken together: fewer, longer array passes
 MAX_THREADS = 8  # groups answered at once; past a few the 200 MB read of the features is the limit
 BLAS_LIMIT = threading.Lock()  # one query at a time holds BLAS's process-wide thread count (and restores it)
@@ -66,8 +67,17 @@ def cosine_logits(features: np.ndarray, norms: np.ndarray, scaled_texts: np.ndar
     for start in range(0, features.shape[0], CHUNK_ROWS):
         chunk = slice(start, min(start + CHUNK_ROWS, features.shape[0]))
         rows = to_float32(features[chunk], out=buffer[:chunk.stop - start])
-        logits[:, chunk] = (rows @ scaled_texts).T / norms[chunk]
+        logits[:, chunk] = products(rows, scaled_texts).T / norms[chunk]
     return logits
+
+
+def products(rows: np.ndarray, scaled_texts: np.ndarray) -> np.ndarray:
+    """(n, K) = (n, E) ``rows`` @ (E, K) ``scaled_texts``, as a stack of BATCH_ROWS-row products: OpenBLAS
+    multiplies blocks that small without packing them first, ~30% faster than one (n x E) product here."""
+    count, width = rows.shape
+    if count % BATCH_ROWS:
+        return rows @ scaled_texts
+    return np.matmul(rows.reshape(count // BATCH_ROWS, BATCH_ROWS, width), scaled_texts).reshape(count, -1)
 
 
 @dataclass(frozen=True)
