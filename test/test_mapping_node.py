@@ -310,7 +310,8 @@ def test_a_query_the_encoder_does_not_answer_in_time_is_refused_and_its_late_ans
         client = probe.node.create_client(QueryMap, "/slow/clip_dinoiser_map/query")
         refused = probe.call(client, QueryMap.Request(texts=["box"]), timeout=60)
         assert not refused.success
-        assert "/stalled/encode_texts did not answer within 0.5 s (encode_timeout_s)" in refused.message, refused.message
+        assert "/stalled/encode_texts did not answer within 0.5 s (encode_timeout_s)" in refused.message, \
+            refused.message
         assert ["box"] in encoder.held_texts and not encoder.calls  # it was asked, and is still holding the answer
         encoder.release()
         wait_until(lambda: ["box"] in encoder.calls, 30, "the late answer sent")
