@@ -135,6 +135,9 @@ def test_each_voxel_keeps_the_norm_of_its_stored_feature(dtype, tmp_path):
         integrate(voxel_map, look_at(np.array([0.0, y, 0.0]), [3.0, 0.0, 0.0]), [BOX], float(stamp))
     assert voxel_map.slots["last_seen"][voxel_map.rows].min() > 0  # the first frame's voxels were evicted
     save_map(voxel_map, tmp_path / "map.npz")
+    unset = VoxelMap(MapSettings(feature_dtype=dtype))
+    unset.add(np.array([0, 1]))  # voxels added, no feature set yet: their cosines are 0, not NaN
+    assert np.isfinite(query(unset, np.eye(512, dtype=np.float32)[:3]).probs).all()
     for kept in (voxel_map, load_map(tmp_path / "map.npz")):
         stored = kept.slots["features"][kept.rows]
         assert stored.dtype == dtype and kept.slots["count"][kept.rows].max() > 1

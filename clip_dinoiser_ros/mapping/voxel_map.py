@@ -241,6 +241,7 @@ class VoxelMap:
         rows = np.concatenate((reused, fresh))
         for name, array in self.slots.items():
             array[rows] = 0
+        self.slots["norm"][rows] = MIN_NORM  # a zero feature until set_features: cosines 0, not NaN
         self.slots["keys"][rows] = keys
         position = np.searchsorted(self._index_keys, keys)
         self._index_keys = np.insert(self._index_keys, position, keys)
