@@ -156,6 +156,13 @@ def test_a_ply_cloud_reads_as_the_same_points_and_labels(tmp_path, form):
     (b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int vertex_indices\nelement vertex 1\n"
      b"end_header\n", "the vertices must be the first element"),
     (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty half x\nend_header\n", "bad PLY header line"),
+    (b"ply\nformat ascii 1.0\nelement vertex -1\nproperty float x\nend_header\n", "bad PLY header line"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+     b"property float label\nend_header\n0 0 0 inf\n", "labels must be integers"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+     b"property int label\nend_header\n0 0 zero 1\n", "bad vertex line"),
+    (b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+     b"property float z\nproperty int label\nend_header\n", "with N > 0, got (0, 3)"),
 ])
 def test_a_bad_ply_cloud_is_refused_with_the_reason(tmp_path, content, needle):
     (tmp_path / "gt.ply").write_bytes(content)

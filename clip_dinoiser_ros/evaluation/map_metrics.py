@@ -75,8 +75,9 @@ def ply_points(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: the vertices need x, y, z and one of {', '.join(LABEL_PROPERTIES)}; they have "
                          f"{', '.join(vertices)}")
     labels = vertices[label]
-    if np.issubdtype(labels.dtype, np.floating) and np.array_equal(labels, np.round(labels)):
-        labels = labels.astype(np.int64)  # an ASCII file's values are read as floats
+    if np.issubdtype(labels.dtype, np.floating):  # an ASCII file's values are read as floats
+        whole = np.isfinite(labels).all() and np.array_equal(labels, np.round(labels))
+        labels = labels.astype(np.int64) if whole else labels
     return np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1), labels
 
 
