@@ -7,6 +7,7 @@ timeout), which cannot remove it, leaves a file that nobody holds: ``remove_aban
 being written and removes it, and the writers of large files call it before they start."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import os
@@ -20,6 +21,7 @@ from typing import BinaryIO
 PUBLIC_MODE = 0o644  # as open() under the usual umask: mkstemp's 0600 would hide a checkpoint or export from others
 PART_SUFFIX = ".part"
 RANDOM_PART = "?" * 8  # the random letters mkstemp puts between prefix and suffix
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # what flock raises where a filesystem has no locks
 ABANDONED_AFTER_S = 60.0  # an unlocked partial file is left alone this long: its writer may not have locked it yet
 
 
@@ -31,7 +33,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PART_SUFFIX)
     temporary = Path(name)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel when this process ends, however it ends
+        lock(handle)
         os.fchmod(handle, PUBLIC_MODE)
         yield temporary
         os.replace(temporary, target)
@@ -40,6 +42,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
     finally:
         os.close(handle)
+
+
+def lock(handle: int) -> None:
+    """An exclusive lock, released by the kernel when this process ends, however it ends. Where the filesystem
+    has no locks (some NFS and FUSE mounts) the file is written unlocked, and remove_abandoned, which cannot lock
+    it either, leaves it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError as error:
+        if error.errno not in NO_LOCKS:
+            raise
 
 
 @contextmanager
