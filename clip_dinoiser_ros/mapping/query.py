@@ -25,7 +25,7 @@ from .voxel_map import VoxelMap
 LOGIT_SCALE = 100.0  # as model.guided_pooling.LOGIT_SCALE (not imported: that module needs torch)
 DEFAULT_DELTA = 0.99
 CHUNK_ROWS = 1024  # rows converted to fp32 at a time: 2 MiB at E = 512, within the cache
-BATCH_ROWS = 32  # rows per BLAS call (OpenBLAS's small-matrix kernels take up to ~1e6 multiply-adds: K <= 61)
+BATCH_ROWS = 32  # rows per BLAS call; OpenBLAS's small-matrix kernels take up to ~1e6 multiply-adds (E=512: K<=61)
 GROUP_ROWS = 8 * CHUNK_ROWS  # voxels whose softmax is taken together: fewer, longer array passes
 MAX_THREADS = 8  # groups answered at once; past a few the 200 MB read of the features is the limit
 BLAS_LIMIT = threading.Lock()  # one query at a time holds BLAS's process-wide thread count (and restores it)
